@@ -1,0 +1,275 @@
+"""The ``ulmfit`` command: one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ulmfit.cli.options import add_dataclass_options, config_from_args
+
+log = logging.getLogger("ulmfit")
+
+LM_HELP = """Options may also come from a TOML file (--config) whose tables mirror the flags:
+  [corpus] train = ["wiki.txt"]   [train] lr = 0.01   [model] drop_mult = 0.3 ...
+Flags given on the command line override the file."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ulmfit.tasks.train_lm import LMStageConfig
+
+    parser = argparse.ArgumentParser(
+        prog="ulmfit",
+        description="ULMFiT: pretrain an AWD-LSTM language model, fine-tune it on target text, "
+        "then fine-tune a classifier.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, text in (
+        ("pretrain", "Stage 1: train a language model from scratch on a general-domain corpus."),
+        (
+            "finetune-lm",
+            "Stage 2: fine-tune a pretrained language model on target-task text "
+            "(vocabulary transferred by token string; needs --pretrained).",
+        ),
+        (
+            "lr-find",
+            "Learning-rate range test for a language-model stage; writes a PNG plot "
+            "and prints a suggested rate.",
+        ),
+    ):
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=LM_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--config", type=Path, help="TOML file with any of the options below")
+        add_dataclass_options(p, LMStageConfig)
+        if name == "lr-find":
+            p.add_argument(
+                "--num-steps",
+                dest="_num_steps",
+                type=int,
+                default=100,
+                help="steps of the range test (default: 100)",
+            )
+            p.add_argument(
+                "--plot",
+                dest="_plot",
+                type=Path,
+                default=Path("lr_find.png"),
+                help="where the PNG goes (default: lr_find.png)",
+            )
+
+    from ulmfit.tasks.pipeline import ClassifierStageConfig, PipelineConfig
+
+    text = "Stage 3: fine-tune a classifier from a (fine-tuned) language model (needs --lm)."
+    p = sub.add_parser(
+        "train-classifier",
+        help=text,
+        description=text,
+        epilog=LM_HELP.replace("[corpus] train", "[data] train"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="TOML file with any of the options below")
+    add_dataclass_options(p, ClassifierStageConfig)
+
+    text = (
+        "All three stages from one TOML file (stage 1 is skipped when 'pretrained' names an "
+        "LM directory); every artifact goes under out_dir, and the test error is printed "
+        "beside the majority-class baseline."
+    )
+    p = sub.add_parser("run", help="Run the whole pipeline from one config file.", description=text)
+    p.add_argument("config", type=Path, help="TOML file (see configs/demo_trec.toml)")
+    add_dataclass_options(p, PipelineConfig)
+
+    p = sub.add_parser(
+        "predict",
+        help="Predict labels for a CSV/JSONL/TXT file, streaming.",
+        description="Predict with a classifier directory. Input: CSV/TSV/JSONL (with "
+        "--text-column) or plain text (one document per line). Output: CSV or JSONL "
+        "(by suffix) with the label(s) and one probability per class, in input order. "
+        "An empty text is predicted from xxbos alone.",
+    )
+    p.add_argument(
+        "model_dir",
+        type=Path,
+        nargs="+",
+        help="classifier directory (several: their probabilities are averaged)",
+    )
+    p.add_argument("--input", "-i", type=Path, required=True, help="file to predict")
+    p.add_argument("--output", "-o", type=Path, required=True, help="predictions (.csv or .jsonl)")
+    p.add_argument(
+        "--text-column", nargs="+", default=["text"], help="text field(s) (default: text)"
+    )
+    p.add_argument(
+        "--chunk", type=int, default=2048, help="documents read per chunk (default 2048)"
+    )
+    p.add_argument("--threshold", type=float, help="multilabel: one threshold for every label")
+    p.add_argument("--top-k", type=int, help="multilabel: the k most probable labels instead")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+    for name, text in (
+        ("evaluate", "Score a classifier directory on a labelled file: table, JSON report, PNG."),
+        (
+            "ensemble",
+            "Average the probabilities of several classifiers (e.g. forward + backward) "
+            "and score them on a labelled file.",
+        ),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument(
+            "model_dir",
+            type=Path,
+            nargs="+" if name == "ensemble" else None,
+            help="classifier director" + ("ies" if name == "ensemble" else "y"),
+        )
+        p.add_argument("--data", type=Path, required=True, help="labelled CSV/TSV/JSONL file")
+        p.add_argument("--text-column", nargs="+", default=["text"], help="text field(s)")
+        p.add_argument("--label-column", default="label", help="label field (default: label)")
+        p.add_argument("--label-sep", help="multilabel CSV: separator inside the label cell")
+        p.add_argument("--json", type=Path, help="write the metrics here (default: print only)")
+        p.add_argument("--plot", type=Path, help="confusion matrix / per-label PNG")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+    p = sub.add_parser(
+        "import-fastai",
+        help="Convert fastai AWD-LSTM LM weights (.pth) + vocabulary (.pkl) to a model directory.",
+        description="Convert fastai's published AWD-LSTM language model (e.g. lstm_wt103.pth and "
+        "itos_wt103.pkl) into a ulmfit model directory. The files are read without executing "
+        "code (torch weights_only loading; the vocabulary unpickler accepts only strings).",
+    )
+    p.add_argument("weights", type=Path, help="fastai model file (MODEL.pth)")
+    p.add_argument("vocab", type=Path, help="fastai vocabulary pickle (itos, VOCAB.pkl)")
+    p.add_argument("out_dir", type=Path, help="model directory to write")
+
+    p = sub.add_parser(
+        "evaluate-lm",
+        help="Perplexity of a language-model directory on text files.",
+        description="Validation loss, accuracy and perplexity of a saved language model on text "
+        "files (WikiText .tokens files are read as articles).",
+    )
+    p.add_argument("model_dir", type=Path, help="language-model directory")
+    p.add_argument("files", nargs="+", help="text files to evaluate on")
+    p.add_argument("--bs", type=int, default=16, help="rows of the evaluation stream (default 16)")
+    p.add_argument("--bptt", type=int, default=70, help="tokens per batch (default 70)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (ValueError, OSError) as e:  # our errors name the file and field
+        log.error("%s", e)
+        print(f"ulmfit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ulmfit.tasks.train_lm import LMStageConfig, find_lm_lr, train_language_model
+
+    if args.command in ("pretrain", "finetune-lm", "lr-find"):
+        cfg = config_from_args(LMStageConfig, args, args.config)
+        if args.command == "finetune-lm" and not cfg.pretrained:
+            raise ValueError(
+                "finetune-lm needs --pretrained DIR (or 'pretrained' in the config file)"
+            )
+        if args.command == "pretrain" and cfg.pretrained:
+            raise ValueError("pretrain starts from scratch; use finetune-lm with --pretrained")
+        if args.command == "lr-find":
+            result = find_lm_lr(cfg, args._num_steps, args._plot)
+            print(
+                f"suggested lr: {result.suggestion:.3g} (steepest descent at {result.steepest:.3g})"
+            )
+            print(f"plot: {args._plot}")
+            return 0
+        out = train_language_model(cfg)
+        print(f"model directory: {out}")
+        return 0
+    if args.command in ("train-classifier", "run"):
+        from ulmfit.tasks.pipeline import (
+            ClassifierStageConfig,
+            PipelineConfig,
+            report_summary,
+            run_pipeline,
+            train_classifier_stage,
+        )
+
+        if args.command == "run":
+            pcfg = config_from_args(PipelineConfig, args, args.config)
+            report = run_pipeline(pcfg)
+            task = pcfg.classifier.task
+            print(report_summary(report, task))
+            print(f"report: {Path(pcfg.out_dir) / 'report.json'}")
+        else:
+            ccfg = config_from_args(ClassifierStageConfig, args, args.config)
+            report = train_classifier_stage(ccfg)
+            print(report_summary(report, ccfg.classifier.task))
+        return 0
+    if args.command == "predict":
+        from ulmfit.tasks.predict import predict_file
+
+        n = predict_file(
+            args.model_dir,
+            args.input,
+            args.output,
+            text_column=args.text_column,
+            chunk=args.chunk,
+            threshold=args.threshold,
+            top_k=args.top_k,
+            device=args.device,
+        )
+        print(f"{n} predictions written to {args.output}")
+        return 0
+    if args.command in ("evaluate", "ensemble"):
+        from ulmfit.tasks.predict import evaluate_file
+
+        dirs = args.model_dir if isinstance(args.model_dir, list) else [args.model_dir]
+        metrics, table = evaluate_file(
+            dirs,
+            args.data,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            label_sep=args.label_sep,
+            plot=args.plot,
+            device=args.device,
+        )
+        print(table)
+        if args.json:
+            args.json.write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+            print(f"report: {args.json}")
+        return 0
+    if args.command == "import-fastai":
+        from ulmfit.models.fastai_import import import_fastai
+
+        out = import_fastai(args.weights, args.vocab, args.out_dir)
+        print(f"model directory: {out}")
+        return 0
+    if args.command == "evaluate-lm":
+        from ulmfit.tasks.train_lm import evaluate_language_model
+
+        metrics = evaluate_language_model(
+            args.model_dir, args.files, bs=args.bs, bptt=args.bptt, device=args.device
+        )
+        print(json.dumps(metrics, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The AWD-LSTM regularisers: embedding dropout, locked dropout and DropConnect.
+
+Each is identity in eval mode. Random masks come from torch's global generator, so
+a seeded run (and a resumed one, which restores the generator state) is reproducible.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
+    """A Bernoulli(1 - p) mask scaled by 1/(1 - p), so expectations are unchanged."""
+    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout: one mask per sequence, shared over all time steps.
+
+    Input is batch-first ``(B, T, F)``; the mask is ``(B, 1, F)``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        mask = dropout_mask(x, (x.size(0), 1, x.size(2)), self.p)  # (B, 1, F)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def embedding_dropout(weight: Tensor, p: float, training: bool) -> Tensor:
+    """Drop whole words: zero entire rows of the embedding matrix (Gal & Ghahramani 2016).
+
+    Every occurrence of a dropped word in the batch is dropped together.
+    """
+    if not training or p == 0.0:
+        return weight
+    mask = dropout_mask(weight, (weight.size(0), 1), p)  # (V, 1)
+    return weight * mask
+
+
+class WordEmbedding(nn.Module):
+    """An embedding table with whole-word dropout applied to its rows in training."""
+
+    def __init__(self, vocab_size: int, emb_size: int, pad_id: int, embed_p: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, emb_size))
+        self.pad_id = pad_id
+        self.embed_p = embed_p
+        nn.init.uniform_(self.weight, -0.1, 0.1)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        weight = embedding_dropout(self.weight, self.embed_p, self.training)
+        return F.embedding(ids, weight, self.pad_id)  # (B, T, E)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.size(0)}, {self.weight.size(1)}, embed_p={self.embed_p}"
+
+
+class WeightDropLSTM(nn.Module):
+    """A one-layer batch-first ``nn.LSTM`` with DropConnect on its hidden-to-hidden weights.
+
+    The dropped weight is handed to the LSTM through ``torch.func.functional_call`` for
+    this call only: the raw parameter stays the module's parameter (so the gradient
+    reaches it through the dropout), nothing in PyTorch is patched, and on GPU the fused
+    cuDNN kernel still runs because the LSTM sees an ordinary dense weight.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, weight_p: float) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, num_layers=1, batch_first=True)
+        self.weight_p = weight_p
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lstm.hidden_size
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if self.training and self.weight_p > 0.0:
+            w_hh = F.dropout(self.lstm.weight_hh_l0, self.weight_p, training=True)
+            out, new_state = torch.func.functional_call(
+                self.lstm, {"weight_hh_l0": w_hh}, (x, state)
+            )
+        else:
+            out, new_state = self.lstm(x, state)
+        return out, new_state
+
+    def extra_repr(self) -> str:
+        return f"weight_p={self.weight_p}"

@@ -1,0 +1,106 @@
+"""Language-model training as a :class:`~ulmfit.training.loop.Task` (stages 1 and 2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ulmfit.data.lm import LMBatch, LMStream
+from ulmfit.models.awd_lstm import (
+    AWDLSTMLanguageModel,
+    State,
+    ar_tar_penalty,
+    detach_state,
+    lm_loss,
+)
+from ulmfit.training.loop import StepOutput
+
+
+class LMTask:
+    """Next-token prediction over a token stream, hidden state carried between batches."""
+
+    def __init__(
+        self,
+        model: AWDLSTMLanguageModel,
+        train: LMStream,
+        valid: LMStream | None,
+        *,
+        alpha: float = 2.0,
+        beta: float = 1.0,
+        save_files: Any = None,
+    ) -> None:
+        self.model = model
+        self.train = train
+        self.valid = valid
+        self.alpha = alpha
+        self.beta = beta
+        self._save_files = save_files
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return self.model.layer_groups()
+
+    def n_batches(self, epoch: int) -> int:
+        return len(self.train.seq_lens(epoch))
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[LMBatch]:
+        return self.train.batches(epoch, start)
+
+    def init_carry(self) -> State | None:
+        return None  # zeros, created by the LSTM on the right device and dtype
+
+    def train_step(self, batch: LMBatch, carry: State | None) -> StepOutput:
+        out = self.model(batch.x, carry)
+        loss = lm_loss(out.logits, batch.y)
+        total = loss + ar_tar_penalty(out.output, out.raw_output, self.alpha, self.beta)
+        n = batch.y.numel()
+        # Summed, detached, on device: the loop syncs only when it logs.
+        return StepOutput(total, detach_state(out.state), {"loss": loss.detach() * n}, n)
+
+    def evaluate(self) -> dict[str, float]:
+        if self.valid is None:
+            return {}
+        return evaluate_lm(self.model, self.valid)
+
+    def save_files(self, model_dir: Path) -> None:
+        if self._save_files is not None:
+            self._save_files(model_dir)
+
+    def carry_to_tensors(self, carry: State) -> dict[str, Tensor]:
+        out = {}
+        for i, (h, c) in enumerate(carry):
+            out[f"{i}.h"], out[f"{i}.c"] = h, c
+        return out
+
+    def carry_from_tensors(self, tensors: Mapping[str, Tensor]) -> State:
+        n = len(tensors) // 2
+        return tuple((tensors[f"{i}.h"], tensors[f"{i}.c"]) for i in range(n))
+
+
+@torch.inference_mode()
+def evaluate_lm(model: AWDLSTMLanguageModel, stream: LMStream) -> dict[str, float]:
+    """Loss, accuracy and perplexity of ``model`` on ``stream`` (fixed bptt, state carried)."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+    correct = torch.zeros((), device=dev, dtype=torch.int64)
+    n = 0
+    state: State | None = None
+    for batch in stream.batches(0):
+        out = model(batch.x, state)
+        state = out.state
+        loss_sum += lm_loss(out.logits, batch.y).double() * batch.y.numel()
+        correct += (out.logits.argmax(-1) == batch.y).sum()
+        n += batch.y.numel()
+    model.train(was_training)
+    loss = float(loss_sum) / max(n, 1)
+    return {
+        "valid_loss": loss,
+        "valid_accuracy": float(correct) / max(n, 1),
+        "valid_perplexity": math.exp(min(loss, 50.0)),
+    }

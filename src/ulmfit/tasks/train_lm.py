@@ -1,0 +1,219 @@
+"""Stages 1 and 2: pretrain a language model, or fine-tune a pretrained one on target text.
+
+Read top to bottom: tokenise the corpus (cached), build the vocabulary, build or
+transfer the model, hand an :class:`LMTask` to the shared training loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ulmfit.checkpoint import VOCAB_FILE, load_training_state
+from ulmfit.config import to_dict
+from ulmfit.data.lm import LMDataConfig, LMStream
+from ulmfit.data.prepare import CorpusConfig, iter_texts, split_docs, tokenize_files
+from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.io import load_lm, write_lm_files
+from ulmfit.models.transfer import transfer_lm_state
+from ulmfit.tasks.lm import LMTask
+from ulmfit.text.corpus import corpus_cache_key, default_cache_dir
+from ulmfit.text.subword import train_sentencepiece
+from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
+from ulmfit.text.vocab import Vocab
+from ulmfit.training.config import TrainConfig
+from ulmfit.training.device import pick_device, seed_everything
+from ulmfit.training.loop import LoopState, fit
+from ulmfit.training.lr_finder import LRFinderResult, lr_find
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    max_size: int = 60000  # most frequent tokens kept (special tokens included)
+    min_freq: int = 2  # tokens seen fewer times map to xxunk
+
+
+@dataclass(frozen=True)
+class LMStageConfig:
+    """Everything a language-model stage needs; saved into the model directory."""
+
+    out_dir: str = "runs/lm"  # model directory written (and resumed from)
+    pretrained: str | None = None  # stage 2: the pretrained LM directory to fine-tune
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    model: AWDLSTMConfig = field(default_factory=AWDLSTMConfig)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = False  # continue from the training state in out_dir, if any
+
+
+def train_language_model(cfg: LMStageConfig) -> Path:
+    """Run stage 1 (``pretrained`` unset) or stage 2; returns the model directory."""
+    task = build_lm_task(cfg)
+    state: LoopState = fit(task, cfg.train, Path(cfg.out_dir), resume=cfg.resume)
+    final = [r for r in state.history if r.get("epoch_end")]
+    if final:
+        log.info("final: %s", {k: v for k, v in final[-1].items() if k.startswith("valid")})
+    return Path(cfg.out_dir)
+
+
+def find_lm_lr(
+    cfg: LMStageConfig, num_steps: int = 100, plot: Path | None = None
+) -> LRFinderResult:
+    """The LR range test for this stage's model and data; writes a PNG if ``plot``."""
+    result = lr_find(build_lm_task(cfg), cfg.train, num_steps=num_steps)
+    if plot is not None:
+        result.plot(plot)
+    return result
+
+
+def build_lm_task(cfg: LMStageConfig) -> LMTask:
+    """Tokenise, build the vocabulary and the (transferred) model: everything but training."""
+    out_dir = Path(cfg.out_dir)
+    device = pick_device(cfg.device)
+    seed_everything(cfg.train.seed)
+    resuming = cfg.resume and load_training_state(out_dir) is not None
+
+    # Tokeniser: the pretrained model's for stage 2 (its vocabulary lives in that space).
+    pre = load_lm(cfg.pretrained) if cfg.pretrained else None
+    tok_cfg = pre.tokenizer if pre else cfg.tokenizer
+    spm_model = pre.spm_model if pre else None
+    if tok_cfg.kind == "spm" and spm_model is None:
+        spm_model = _train_spm(cfg, tok_cfg)
+    tokenizer = get_tokenizer(tok_cfg, spm_model)
+    spm_key = _file_digest(spm_model) if spm_model else ""
+
+    corpus = tokenize_files(cfg.corpus.train, cfg.corpus, tokenizer, key_extra=spm_key)
+    log.info("train corpus: %d documents, %d tokens", corpus.n_docs, corpus.n_tokens)
+
+    if resuming:
+        vocab = Vocab.load(out_dir / VOCAB_FILE)
+    elif tok_cfg.kind == "spm":
+        vocab = Vocab(tokenizer.itos())  # type: ignore[attr-defined]
+    else:
+        vocab = corpus.to_vocab(cfg.vocab.max_size, cfg.vocab.min_freq)
+    ids, offsets = corpus.numericalize(vocab)
+
+    if cfg.corpus.valid:
+        valid_corpus = tokenize_files(
+            cfg.corpus.valid, cfg.corpus, tokenizer, limit=False, key_extra=spm_key
+        )
+        valid = valid_corpus.numericalize(vocab)
+        train = (ids, offsets)
+    elif cfg.corpus.valid_frac > 0:
+        train, valid = split_docs(ids, offsets, cfg.corpus.valid_frac, cfg.train.seed)
+    else:
+        train, valid = (ids, offsets), None
+
+    model = _build_model(cfg, vocab, pre, out_dir if resuming else None).to(device)
+    log.info(
+        "model: %s parameters, vocab %d",
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        len(vocab),
+    )
+    train_stream = LMStream(*train, cfg.data, train=True, seed=cfg.train.seed, device=device)
+    valid_stream = None
+    if valid is not None:
+        # A small validation set still needs two columns per row: shrink bs, not the data.
+        valid_bs = min(cfg.data.bs, max(1, len(valid[0]) // (2 * cfg.data.bptt)))
+        valid_cfg = LMDataConfig(bs=valid_bs, bptt=cfg.data.bptt, backwards=cfg.data.backwards)
+        valid_stream = LMStream(*valid, valid_cfg, train=False, device=device)
+    extra = {
+        "stage": "finetune-lm" if pre else "pretrain",
+        "direction": "backward" if cfg.data.backwards else "forward",
+        "stage_config": to_dict(cfg),
+        "corpus_stats": {"train_tokens": len(train[0]), "train_docs": int(len(train[1]) - 1)},
+    }
+
+    def save_files(model_dir: Path) -> None:
+        write_lm_files(model_dir, model, vocab, tok_cfg, spm_model, extra)
+
+    return LMTask(
+        model,
+        train_stream,
+        valid_stream,
+        alpha=cfg.train.alpha,
+        beta=cfg.train.beta,
+        save_files=save_files,
+    )
+
+
+def _build_model(
+    cfg: LMStageConfig, vocab: Vocab, pre: Any, resume_dir: Path | None
+) -> AWDLSTMLanguageModel:
+    if resume_dir is not None:
+        loaded = load_lm(resume_dir)
+        return loaded.model
+    if pre is None:
+        return AWDLSTMLanguageModel(cfg.model.replace(vocab_size=len(vocab)))
+    # Stage 2: the pretrained architecture, this stage's dropouts, the target vocabulary.
+    sizes = pre.model.config
+    model_cfg = cfg.model.replace(
+        vocab_size=len(vocab),
+        emb_size=sizes.emb_size,
+        hidden_size=sizes.hidden_size,
+        n_layers=sizes.n_layers,
+        pad_id=sizes.pad_id,
+        tie_weights=sizes.tie_weights,
+    )
+    model = AWDLSTMLanguageModel(model_cfg)
+    state = {k: v for k, v in pre.model.state_dict().items()}
+    state = transfer_lm_state(state, pre.vocab.itos, vocab.itos)
+    if model_cfg.tie_weights:
+        state.pop("decoder.weight", None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not (model_cfg.tie_weights and k == "decoder.weight")]
+    if bad or unexpected:
+        raise ValueError(f"pretrained weights do not fit: missing {bad}, unexpected {unexpected}")
+    return model
+
+
+def _train_spm(cfg: LMStageConfig, tok_cfg: TokenizerConfig) -> Path:
+    """Train (or reuse from the cache) a SentencePiece model on the training corpus."""
+    key = corpus_cache_key(
+        [Path(p) for p in cfg.corpus.train], cfg.corpus.reader_options(), tok_cfg, "spm"
+    )
+    cache = Path(cfg.corpus.cache_dir) if cfg.corpus.cache_dir else default_cache_dir()
+    prefix = cache / f"spm-{key}"
+    model_path = prefix.with_suffix(".model")
+    if model_path.exists():
+        return model_path
+    return train_sentencepiece(iter_texts(cfg.corpus.train, cfg.corpus, True), prefix, tok_cfg)
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def evaluate_language_model(
+    model_dir: Path | str,
+    paths: list[str],
+    corpus: CorpusConfig | None = None,
+    bs: int = 16,
+    bptt: int = 70,
+    device: str = "auto",
+) -> dict[str, float]:
+    """Perplexity of a saved LM on text files (e.g. WikiText-103 valid/test)."""
+    from ulmfit.tasks.lm import evaluate_lm
+
+    dev = pick_device(device)
+    loaded = load_lm(model_dir, dev)
+    corpus = corpus or CorpusConfig()
+    tokenizer = get_tokenizer(loaded.tokenizer, loaded.spm_model)
+    tc = tokenize_files(paths, corpus, tokenizer, limit=False)
+    ids, offsets = tc.numericalize(loaded.vocab)
+    stream = LMStream(ids, offsets, LMDataConfig(bs=bs, bptt=bptt), train=False, device=dev)
+    out = evaluate_lm(loaded.model, stream)
+    out["tokens"] = float(len(ids))
+    out["oov_rate"] = float(np.mean(ids == 0))
+    return out

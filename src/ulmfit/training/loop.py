@@ -1,0 +1,320 @@
+"""The one training loop every stage uses.
+
+A stage supplies a :class:`Task` (its batches, its step, its evaluation and the files
+that describe its model); the loop owns the optimizer, the schedule, mixed precision,
+clipping, gradient accumulation, logging and resumable checkpoints. The loop's own
+state lives in :class:`LoopState`, passed in and returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ulmfit.checkpoint import (
+    load_training_state,
+    optimizer_from_flat,
+    restore_rng,
+    save_training_state,
+    write_dir_atomically,
+)
+from ulmfit.training.config import TrainConfig
+from ulmfit.training.metrics_log import MetricsLog
+from ulmfit.training.param_groups import discriminative_lrs, make_param_groups, set_trainable
+from ulmfit.training.schedules import Schedule, get_schedule
+
+log = logging.getLogger(__name__)
+
+
+class StepOutput(NamedTuple):
+    loss: Tensor  # scalar to minimise (regularisers included)
+    carry: Any  # what the next batch of this epoch receives (e.g. LSTM state)
+    stats: Mapping[str, Tensor]  # summed quantities to average for the log, on device
+    n: Tensor | int  # items these stats are summed over
+
+
+class Task(Protocol):
+    """What a training stage provides to :func:`fit`."""
+
+    model: nn.Module
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped for discriminative rates, lowest group first."""
+        ...
+
+    def n_batches(self, epoch: int) -> int: ...
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[Any]:
+        """Batches of ``epoch`` from index ``start``; each may have an ``lr_scale``."""
+        ...
+
+    def init_carry(self) -> Any: ...
+
+    def train_step(self, batch: Any, carry: Any) -> StepOutput: ...
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics; by convention the main one first."""
+        ...
+
+    def save_files(self, model_dir: Path) -> None:
+        """Write the model's config, weights and vocabulary into ``model_dir``."""
+        ...
+
+    def carry_to_tensors(self, carry: Any) -> dict[str, Tensor]: ...
+
+    def carry_from_tensors(self, tensors: Mapping[str, Tensor]) -> Any: ...
+
+
+@dataclass
+class LoopState:
+    """Where a run stands; everything else is derived from the config and this."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        if precision == "fp16":
+            raise ValueError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return torch.bfloat16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def build_optimizer(
+    groups: list[list[nn.Parameter]], config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """Adam(W) over discriminative-rate parameter groups (fused kernel on CUDA)."""
+    lrs = discriminative_lrs(config.lr, len(groups), config.disc_factor)
+    param_groups = make_param_groups(groups, lrs, config.weight_decay)
+    kwargs: dict[str, Any] = {"betas": config.betas, "eps": config.eps}
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(param_groups, **kwargs)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def fit(
+    task: Task,
+    config: TrainConfig,
+    out_dir: Path | None,
+    *,
+    state: LoopState | None = None,
+    resume: bool = False,
+    trainable_groups: int | Callable[[int], int] | None = None,
+    is_main: bool = True,
+    save_checkpoints: bool = True,
+    on_epoch_end: Callable[[dict[str, Any]], bool] | None = None,
+) -> LoopState:
+    """Train ``task.model`` for ``config.epochs`` epochs and return the final loop state.
+
+    ``out_dir`` receives checkpoints (model files + training state) at each epoch end,
+    every ``save_every`` steps and when ``max_steps`` stops the run, plus the metrics
+    log. With ``resume=True`` a training state found there is restored first.
+    ``trainable_groups`` freezes all but the top groups (a number, or a function of the
+    epoch for gradual unfreezing); None trains everything. ``save_checkpoints=False``
+    keeps only the metrics log in ``out_dir``. ``on_epoch_end(row)`` sees each epoch's
+    metrics and may return True to stop early.
+    """
+    model = task.model
+    device = model_device(model)
+    groups = task.layer_groups()
+    optimizer = build_optimizer(groups, config, device)
+    schedule: Schedule = get_schedule(**_schedule_kwargs(config))
+    amp_dtype = resolve_precision(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    state = state or LoopState()
+    carry: Any = None
+
+    if resume and out_dir is not None and (saved := load_training_state(Path(out_dir))):
+        meta, tensors = saved
+        optimizer_from_flat(optimizer, tensors, meta["optimizer"])
+        restore_rng(tensors)
+        state = LoopState(
+            epoch=meta["epoch"],
+            step_in_epoch=meta["step_in_epoch"],
+            global_step=meta["global_step"],
+            history=meta.get("history", []),
+            finished=meta.get("finished", False),
+        )
+        carry_t = {
+            k[len("extra.carry.") :]: v for k, v in tensors.items() if k.startswith("extra.carry.")
+        }
+        if carry_t and state.step_in_epoch > 0:
+            carry = task.carry_from_tensors({k: v.to(device) for k, v in carry_t.items()})
+        log.info("resumed from %s at epoch %d, step %d", out_dir, state.epoch, state.global_step)
+
+    total_steps = sum(task.n_batches(e) for e in range(config.epochs))
+    metrics_log = MetricsLog(Path(out_dir)) if (out_dir is not None and is_main) else None
+
+    def save(finished: bool = False) -> None:
+        if out_dir is None or not is_main or not save_checkpoints:
+            return
+        meta = {
+            "epoch": state.epoch,
+            "step_in_epoch": state.step_in_epoch,
+            "global_step": state.global_step,
+            "total_steps": total_steps,
+            "history": state.history,
+            "finished": finished,
+            "train_config": config.to_dict(),
+        }
+        extra = {}
+        if carry is not None:
+            extra = {f"carry.{k}": v for k, v in task.carry_to_tensors(carry).items()}
+
+        def fill(tmp: Path) -> None:
+            task.save_files(tmp)
+            save_training_state(tmp, meta, optimizer, extra)
+
+        write_dir_atomically(Path(out_dir), fill)
+
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    )
+    while state.epoch < config.epochs and not state.finished:
+        epoch = state.epoch
+        if trainable_groups is not None:
+            n = trainable_groups(epoch) if callable(trainable_groups) else trainable_groups
+            set_trainable(groups, n)
+        model.train()
+        if state.step_in_epoch == 0:
+            carry = task.init_carry()
+        n_batches = task.n_batches(epoch)
+        sums: dict[str, Tensor] = {}
+        count: Tensor | int = 0
+        t0 = time.perf_counter()
+        bar = _progress(n_batches, state.step_in_epoch, epoch, config.progress and is_main)
+        for batch in task.train_batches(epoch, state.step_in_epoch):
+            mult = schedule(state.global_step, total_steps) * float(getattr(batch, "lr_scale", 1.0))
+            for g in optimizer.param_groups:
+                g["lr"] = g["base_lr"] * mult
+            with autocast:
+                out = task.train_step(batch, carry)
+            loss = out.loss / config.grad_accum
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            carry = out.carry
+            for k, v in out.stats.items():
+                sums[k] = sums[k] + v.detach() if k in sums else v.detach().float()
+            count = count + out.n
+            state.step_in_epoch += 1
+            state.global_step += 1
+            at_boundary = state.step_in_epoch % config.grad_accum == 0
+            if at_boundary or state.step_in_epoch == n_batches:
+                _optimizer_step(model, optimizer, scaler, config.clip)
+            if bar is not None:
+                bar.update(1)
+            if state.global_step % config.log_every == 0:
+                row = _summarise(sums, count)  # one host sync per log_every steps
+                row.update(epoch=epoch, step=state.global_step, lr=optimizer.param_groups[-1]["lr"])
+                state.history.append(row)
+                if bar is not None:
+                    bar.set_postfix(
+                        {k: f"{v:.4g}" for k, v in row.items() if k.startswith("train_")}
+                    )
+            if at_boundary and config.save_every and state.global_step % config.save_every == 0:
+                save()
+            if at_boundary and config.max_steps and state.global_step >= config.max_steps:
+                if bar is not None:
+                    bar.close()
+                save()
+                log.info("stopped after max_steps=%d", config.max_steps)
+                return state
+        if bar is not None:
+            bar.close()
+        row = {"epoch": epoch, "step": state.global_step, **_summarise(sums, count)}
+        row["train_time_s"] = time.perf_counter() - t0
+        model.eval()
+        with torch.inference_mode(), autocast:
+            row.update(task.evaluate())
+        row["lr"] = optimizer.param_groups[-1]["lr"]
+        state.history.append({**row, "epoch_end": True})
+        log.info("epoch %d: %s", epoch, _fmt(row))
+        if metrics_log is not None:
+            metrics_log.append(row)
+        state.epoch += 1
+        state.step_in_epoch = 0
+        carry = None
+        stop = on_epoch_end(row) if on_epoch_end is not None else False
+        state.finished = state.epoch >= config.epochs or stop
+        save(finished=state.finished)
+    if metrics_log is not None:
+        metrics_log.plot(state.history)
+    return state
+
+
+def _optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    clip: float,
+) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip:
+        params = [p for p in model.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)  # no host sync
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _summarise(sums: Mapping[str, Tensor], count: Tensor | int) -> dict[str, float]:
+    n = float(count)
+    out = {f"train_{k}": float(v) / max(n, 1.0) for k, v in sums.items()}
+    if "train_loss" in out and out["train_loss"] < 50:
+        out["train_perplexity"] = math.exp(out["train_loss"])
+    return out
+
+
+def _schedule_kwargs(config: TrainConfig) -> dict[str, Any]:
+    name = config.schedule
+    if name == "stlr":
+        return {"name": name, "cut_frac": config.cut_frac, "ratio": config.ratio}
+    if name == "one_cycle":
+        return {"name": name, "pct_start": config.pct_start}
+    if name == "warmup_cosine":
+        return {"name": name, "warmup_frac": config.warmup_frac}
+    return {"name": name}
+
+
+def _progress(total: int, initial: int, epoch: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", unit="batch", leave=False)
+
+
+def _fmt(row: Mapping[str, Any]) -> str:
+    return json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})

@@ -1,0 +1,140 @@
+"""AWD-LSTM modules: dropout semantics, tying, shapes, state passing, AR/TAR."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ulmfit.models.awd_lstm import (
+    AWDLSTMConfig,
+    AWDLSTMLanguageModel,
+    ar_tar_penalty,
+    detach_state,
+)
+from ulmfit.models.dropout import LockedDropout, WeightDropLSTM, WordEmbedding
+
+
+def tiny_config(**kw: object) -> AWDLSTMConfig:
+    base = dict(vocab_size=50, emb_size=8, hidden_size=12, n_layers=3)
+    base.update(kw)
+    return AWDLSTMConfig(**base)  # type: ignore[arg-type]
+
+
+def test_locked_dropout_mask_shared_over_time_and_identity_in_eval() -> None:
+    torch.manual_seed(0)
+    dp = LockedDropout(0.5)
+    x = torch.ones(4, 7, 16)
+    y = dp(x)
+    # One mask per sequence and feature: every time step sees the same mask.
+    assert torch.equal(y, y[:, :1, :].expand_as(y))
+    assert set(y.unique().tolist()) == {0.0, 2.0}
+    dp.eval()
+    assert torch.equal(dp(x), x)
+
+
+def test_embedding_dropout_drops_whole_words() -> None:
+    torch.manual_seed(0)
+    emb = WordEmbedding(30, 6, pad_id=1, embed_p=0.5)
+    ids = torch.arange(30).repeat(3, 1)  # each word three times
+    out = emb(ids)
+    dropped = (out == 0).all(-1)  # (3, 30)
+    assert dropped.any() and not dropped.all()
+    # A dropped word is dropped everywhere it occurs in the batch.
+    assert torch.equal(dropped[0], dropped[1]) and torch.equal(dropped[1], dropped[2])
+    kept = ~dropped[0]
+    assert torch.allclose(out[0][kept], emb.weight[kept] * 2)
+    emb.eval()
+    assert torch.equal(emb(ids)[0], emb.weight.detach()[ids[0]])
+
+
+def test_weight_drop_changes_effective_weight_in_train_only() -> None:
+    torch.manual_seed(0)
+    layer = WeightDropLSTM(5, 7, weight_p=0.5)
+    raw = layer.lstm.weight_hh_l0.detach().clone()
+    x = torch.randn(2, 6, 5)
+    layer.train()
+    y1, _ = layer(x)
+    y2, _ = layer(x)
+    plain, _ = layer.lstm(x)  # the undropped weight
+    assert not torch.allclose(y1, plain) and not torch.allclose(y1, y2)
+    assert torch.equal(layer.lstm.weight_hh_l0, raw)  # the raw parameter is never overwritten
+    layer.eval()
+    y3, _ = layer(x)
+    assert torch.equal(y3, plain.detach()) or torch.allclose(y3, plain)
+
+
+def test_weight_drop_gradient_reaches_raw_weight() -> None:
+    torch.manual_seed(0)
+    layer = WeightDropLSTM(5, 7, weight_p=0.3)
+    layer.train()
+    y, _ = layer(torch.randn(2, 6, 5))
+    y.sum().backward()
+    g = layer.lstm.weight_hh_l0.grad
+    assert g is not None and g.abs().sum() > 0
+    # Dropped entries of the weight got exactly zero gradient: some zeros, not all.
+    assert (g == 0).any() and (g != 0).any()
+
+
+def test_tied_weights_are_one_tensor() -> None:
+    model = AWDLSTMLanguageModel(tiny_config())
+    assert model.decoder.weight is model.encoder.embedding.weight
+    n_unique = len({p.data_ptr() for p in model.parameters()})
+    assert n_unique == len(list(model.parameters()))  # parameters() lists the tied one once
+    untied = AWDLSTMLanguageModel(tiny_config(tie_weights=False))
+    assert untied.decoder.weight is not untied.encoder.embedding.weight
+
+
+def test_shapes_and_last_layer_returns_to_embedding_size() -> None:
+    cfg = tiny_config()
+    model = AWDLSTMLanguageModel(cfg)
+    out = model(torch.randint(0, 50, (3, 11)))
+    assert out.logits.shape == (3, 11, 50)
+    assert out.output.shape == out.raw_output.shape == (3, 11, 8)
+    assert [tuple(h.shape) for h, _ in out.state] == [(1, 3, 12), (1, 3, 12), (1, 3, 8)]
+
+
+def test_state_passed_in_and_returned_continues_the_sequence() -> None:
+    torch.manual_seed(0)
+    model = AWDLSTMLanguageModel(tiny_config()).eval()
+    ids = torch.randint(0, 50, (2, 10))
+    whole = model(ids).logits
+    first = model(ids[:, :4])
+    second = model(ids[:, 4:], detach_state(first.state))
+    assert torch.allclose(torch.cat([first.logits, second.logits], 1), whole, atol=1e-6)
+
+
+def test_dropouts_scale_with_drop_mult_and_are_validated() -> None:
+    cfg = tiny_config(drop_mult=0.5)
+    model = AWDLSTMLanguageModel(cfg)
+    assert model.encoder.input_dp.p == pytest.approx(0.125)
+    assert model.encoder.rnns[0].weight_p == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="weight_p"):
+        tiny_config(weight_p=0.6, drop_mult=2.0)
+    with pytest.raises(ValueError, match="vocab_size"):
+        AWDLSTMLanguageModel(AWDLSTMConfig())
+
+
+def test_eval_mode_is_deterministic_and_train_mode_is_not() -> None:
+    model = AWDLSTMLanguageModel(tiny_config())
+    ids = torch.randint(0, 50, (2, 9))
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)
+    model.train()
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_ar_tar_penalty_values() -> None:
+    out = torch.tensor([[[1.0, 1.0], [3.0, 3.0]]])  # (1, 2, 2)
+    raw = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])
+    # AR: mean(out^2) = (1+1+9+9)/4 = 5; TAR: mean((raw_t - raw_{t-1})^2) = (4+0)/2 = 2
+    assert ar_tar_penalty(out, raw, 2.0, 1.0).item() == pytest.approx(2 * 5 + 2)
+    assert ar_tar_penalty(out, raw, 0.0, 0.0).item() == 0.0
+
+
+def test_model_is_plain_modules_no_patching() -> None:
+    model = AWDLSTMLanguageModel(tiny_config())
+    lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)]
+    assert len(lstms) == 3
+    # The hidden-to-hidden weight is an ordinary registered parameter of nn.LSTM.
+    assert all("weight_hh_l0" in dict(m.named_parameters()) for m in lstms)
