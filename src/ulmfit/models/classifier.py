@@ -3,8 +3,8 @@
 BPT3C (back-propagation through time for text classification): a document is read in
 chunks of ``bptt`` tokens with the LSTM state carried across chunks. Only the last
 ``max_len`` tokens of each document keep their outputs (for pooling) and gradients;
-the tokens before them run under ``no_grad`` just to produce the state the window
-starts from. Memory therefore stays bounded by ``batch x max_len`` for any length.
+the tokens before them run under ``no_grad`` (in chunks of ``max_len``) just to produce
+the state the window starts from. Memory therefore stays bounded by ``batch x max_len`` for any length.
 
 Batches are right-padded. Each row's prefix is packed to its own length, so its state
 is exact; in the window, padding comes after the real tokens, so real outputs never
@@ -147,7 +147,9 @@ class TextClassifierModel(nn.Module):
     def _read_prefix(self, x: Tensor, prefix: Tensor) -> State:
         """The state after each row's first ``prefix_i`` tokens (exact per row, no gradient)."""
         state = self.encoder.init_state(x.size(0))
-        bptt = self.config.bptt
+        # Without gradients nothing is kept between chunks, so read max_len at a time:
+        # the same memory bound as the window, far fewer kernel launches than bptt.
+        bptt = max(self.config.bptt, self.config.max_len)
         for start in range(0, int(prefix.max()), bptt):
             n = (prefix - start).clamp(min=0, max=bptt)  # (B,) real tokens of each row here
             active = (n > 0).nonzero().squeeze(1)

@@ -1,0 +1,96 @@
+"""The classifier model: masked pooling, padding invariance, BPT3C memory and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel, masked_concat_pool
+from ulmfit.training.param_groups import set_trainable
+
+
+def tiny(max_len: int = 12, bptt: int = 5, **kw: object) -> TextClassifierModel:
+    torch.manual_seed(0)
+    enc = AWDLSTMConfig(vocab_size=60, emb_size=8, hidden_size=10, n_layers=2)
+    return TextClassifierModel(ClassifierConfig(n_classes=3, bptt=bptt, max_len=max_len, encoder=enc, **kw))  # type: ignore[arg-type]
+
+
+def test_masked_concat_pool_ignores_padding() -> None:
+    out = torch.tensor([[[1.0], [5.0], [3.0], [100.0]], [[2.0], [-100.0], [-100.0], [-100.0]]])
+    pooled = masked_concat_pool(out, torch.tensor([3, 1]))
+    # [last, max, mean] over real steps only
+    assert pooled.tolist() == [[3.0, 5.0, 3.0], [2.0, 2.0, 2.0]]
+
+
+def test_head_shapes() -> None:
+    model = tiny()
+    out = model(torch.randint(2, 60, (4, 9)), torch.tensor([9, 3, 5, 1]))
+    assert out.logits.shape == (4, 3)
+    assert out.pooled.shape == (4, 24)
+    assert len(model.layer_groups()) == 4  # embedding, 2 LSTM layers, head
+
+
+@pytest.mark.parametrize("length", [4, 12, 40])  # shorter than, equal to and longer than max_len
+def test_padding_invariance(length: int) -> None:
+    model = tiny().eval()
+    torch.manual_seed(1)
+    doc = torch.randint(2, 60, (length,))
+    alone = model(doc[None], torch.tensor([length])).logits
+    others = [torch.randint(2, 60, (n,)) for n in (70, 3, 25)]
+    batch = torch.full((4, 70), 1)
+    batch[1, :length] = doc
+    for i, o in zip((0, 2, 3), others, strict=True):
+        batch[i, : len(o)] = o
+    lengths = torch.tensor([70, length, 3, 25])
+    in_batch = model(batch, lengths).logits[1]
+    torch.testing.assert_close(in_batch, alone[0], rtol=0, atol=1e-6)
+
+
+def test_bpt3c_gradients_reach_only_the_kept_window() -> None:
+    model = tiny(max_len=10, bptt=5).train()
+    # 500 tokens = 50 x max_len; the prefix uses ids 10..29, the last 10 tokens ids 40..49.
+    prefix = torch.randint(10, 30, (490,))
+    window = torch.arange(40, 50)
+    doc = torch.cat([prefix, window])[None].repeat(2, 1)  # BatchNorm needs two rows
+    model(doc, torch.tensor([500, 500])).logits.sum().backward()
+    g = model.encoder.embedding.weight.grad
+    assert g is not None
+    assert g[10:30].abs().sum() == 0  # prefix tokens: read without gradient
+    assert (g[40:50].abs().sum(1) > 0).all()  # every kept token gets one
+
+
+def _saved_bytes(model: TextClassifierModel, length: int) -> int:
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    doc = torch.randint(2, 60, (2, length))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(doc, torch.tensor([length, length])).logits.sum().backward()
+    return total
+
+
+def test_bpt3c_memory_is_bounded_by_max_len() -> None:
+    model = tiny(max_len=20, bptt=5).train()
+    short, long = _saved_bytes(model, 40), _saved_bytes(model, 1000)  # 2x and 50x max_len
+    # What backward keeps depends on the window, not the document length
+    # (up to the vocab-size embedding-dropout mask, the same for both).
+    assert long <= short * 1.05
+
+
+def test_gradual_unfreezing_on_classifier_groups() -> None:
+    model = tiny()
+    groups = model.layer_groups()
+    set_trainable(groups, 1)
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    set_trainable(groups, 2)
+    assert all(p.requires_grad for p in model.encoder.rnns[1].parameters())
+    assert not any(p.requires_grad for p in model.encoder.rnns[0].parameters())
+    assert not model.encoder.embedding.weight.requires_grad
+    set_trainable(groups, len(groups))
+    assert all(p.requires_grad for p in model.parameters())
