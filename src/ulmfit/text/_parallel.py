@@ -1,0 +1,76 @@
+"""Order-preserving, memory-bounded process-pool map used by the tokenisers and the corpus."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+# Set in each worker by ``_init_worker``: the object the chunk functions use.
+_WORKER_STATE: Any = None
+
+
+def _init_worker(state: Any) -> None:
+    global _WORKER_STATE
+    _WORKER_STATE = state
+
+
+def worker_state() -> Any:
+    """The object handed to :func:`imap_chunks` as ``state`` (inside a worker)."""
+    return _WORKER_STATE
+
+
+def chunked(items: Iterable[A], size: int, max_chars: int = 0) -> Iterator[list[A]]:
+    """Lists of at most ``size`` items (and about ``max_chars`` characters if > 0)."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    chunk: list[A] = []
+    chars = 0
+    for x in items:
+        chunk.append(x)
+        if max_chars:
+            chars += len(x)  # type: ignore[arg-type]
+        if len(chunk) >= size or (max_chars and chars >= max_chars):
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
+
+
+def imap_chunks(
+    func: Callable[[list[A]], B],
+    chunks: Iterable[list[A]],
+    n_workers: int,
+    state: Any,
+    max_pending: int | None = None,
+) -> Iterator[B]:
+    """``map(func, chunks)`` in ``n_workers`` spawned processes, results in input order.
+
+    ``Pool.imap`` would read the whole input ahead of the workers, so the texts of a
+    large corpus would pile up in memory; here at most ``max_pending`` chunks are in
+    flight. ``func`` must be a top-level function (spawn pickles it by name) and reads
+    ``state`` through :func:`worker_state`. "spawn" because forking a process that holds
+    torch/OpenMP threads can deadlock; an executor (not ``Pool``) because a worker that
+    dies then raises ``BrokenProcessPool`` instead of hanging.
+    """
+    pending_max = max_pending or 2 * n_workers
+    ctx = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        n_workers, mp_context=ctx, initializer=_init_worker, initargs=(state,)
+    )
+    try:
+        pending: deque[Future[B]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(func, chunk))
+            if len(pending) >= pending_max:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # Also reached when the consumer stops early: drop the queued work.
+        pool.shutdown(wait=True, cancel_futures=True)
