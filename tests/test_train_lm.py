@@ -28,10 +28,10 @@ from ulmfit.training.config import TrainConfig
 TINY = AWDLSTMConfig(emb_size=16, hidden_size=24, n_layers=2, drop_mult=0.2)
 
 
-def stage(tmp_path: Path, corpus: list[str], **kw: object) -> LMStageConfig:
+def stage(tmp_path: Path, files: list[str], **kw: object) -> LMStageConfig:
     cfg = dict(
         out_dir=str(tmp_path / "lm"),
-        corpus=CorpusConfig(train=tuple(corpus), n_workers=1, cache_dir=str(tmp_path / "cache")),
+        corpus=CorpusConfig(train=tuple(files), n_workers=1, cache_dir=str(tmp_path / "cache")),
         vocab=VocabConfig(max_size=2000, min_freq=2),
         model=TINY,
         data=LMDataConfig(bs=8, bptt=20),
@@ -69,7 +69,7 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
     wt2 = shared_data / "wikitext/wikitext-2"
     cfg = stage(
         tmp_path,
-        [str(wt2 / "wiki.valid.tokens.xz")],
+        [],
         corpus=CorpusConfig(
             train=(str(wt2 / "wiki.valid.tokens.xz"),),
             valid=(str(wt2 / "wiki.test.tokens.xz"),),
@@ -77,6 +77,7 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
             cache_dir=str(tmp_path / "cache"),
         ),
         model=AWDLSTMConfig(emb_size=64, hidden_size=128, n_layers=2, drop_mult=0.1),
+        vocab=VocabConfig(max_size=60000, min_freq=2),
         data=LMDataConfig(bs=32, bptt=35),
         train=TrainConfig(epochs=1, lr=1e-2, progress=False, log_every=20),
     )

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ulmfit.cli.data_cmd import add_data_parser, run_data
 from ulmfit.cli.options import add_dataclass_options, config_from_args
 
 log = logging.getLogger("ulmfit")
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt", type=int, default=70, help="tokens per batch (default 70)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    add_data_parser(sub)
     return parser
 
 
@@ -179,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "data":
+        return run_data(args)
     from ulmfit.tasks.train_lm import LMStageConfig, find_lm_lr, train_language_model
 
     if args.command in ("pretrain", "finetune-lm", "lr-find"):

@@ -114,13 +114,8 @@ class AWDLSTMEncoder(nn.Module):
     def init_state(self, batch_size: int) -> State:
         """Zero state for ``batch_size`` sequences, on the encoder's device and dtype."""
         w = self.embedding.weight
-        return tuple(
-            (
-                w.new_zeros(1, batch_size, rnn.hidden_size),
-                w.new_zeros(1, batch_size, rnn.hidden_size),
-            )
-            for rnn in self.rnns
-        )
+        sizes = [n_out for _, n_out in self.config.layer_sizes()]
+        return tuple((w.new_zeros(1, batch_size, n), w.new_zeros(1, batch_size, n)) for n in sizes)
 
     def forward(self, ids: Tensor, state: State | None = None) -> EncoderOutput:
         """``ids`` is ``(B, T)``; ``state`` defaults to zeros. Returns outputs and new state."""

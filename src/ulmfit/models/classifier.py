@@ -4,7 +4,8 @@ BPT3C (back-propagation through time for text classification): a document is rea
 chunks of ``bptt`` tokens with the LSTM state carried across chunks. Only the last
 ``max_len`` tokens of each document keep their outputs (for pooling) and gradients;
 the tokens before them run under ``no_grad`` (in chunks of ``max_len``) just to produce
-the state the window starts from. Memory therefore stays bounded by ``batch x max_len`` for any length.
+the state the window starts from. Memory therefore stays bounded by ``batch x max_len``
+for any document length.
 
 Batches are right-padded. Each row's prefix is packed to its own length, so its state
 is exact; in the window, padding comes after the real tokens, so real outputs never

@@ -87,7 +87,8 @@ class WeightDropLSTM(nn.Module):
         self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         if self.training and self.weight_p > 0.0:
-            w_hh = F.dropout(self.lstm.weight_hh_l0, self.weight_p, training=True)
+            raw: Tensor = self.lstm.weight_hh_l0  # type: ignore[assignment]
+            w_hh = F.dropout(raw, self.weight_p, training=True)
             out, new_state = torch.func.functional_call(
                 self.lstm, {"weight_hh_l0": w_hh}, (x, state)
             )

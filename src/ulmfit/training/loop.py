@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +45,8 @@ class StepOutput(NamedTuple):
 class Task(Protocol):
     """What a training stage provides to :func:`fit`."""
 
-    model: nn.Module
+    @property
+    def model(self) -> nn.Module: ...
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters grouped for discriminative rates, lowest group first."""
@@ -292,8 +292,6 @@ def _optimizer_step(
 def _summarise(sums: Mapping[str, Tensor], count: Tensor | int) -> dict[str, float]:
     n = float(count)
     out = {f"train_{k}": float(v) / max(n, 1.0) for k, v in sums.items()}
-    if "train_loss" in out and out["train_loss"] < 50:
-        out["train_perplexity"] = math.exp(out["train_loss"])
     return out
 
 

@@ -1,0 +1,562 @@
+"""Stage 3: fine-tune a classifier from a language model; predict, embed, save and load.
+
+``TextClassifier`` is the scikit-learn style entry point::
+
+    clf = TextClassifier("runs/lm_finetuned", ClassifierTrainConfig(task="multiclass"))
+    clf.fit(texts, labels)
+    clf.predict(["what is the capital of peru ?"])
+    clf.save("runs/classifier"); TextClassifier.load("runs/classifier")
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ulmfit.checkpoint import (
+    SPM_FILE,
+    VOCAB_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_weights,
+    read_config,
+    save_weights,
+    write_config,
+    write_dir_atomically,
+)
+from ulmfit.data.classification import (
+    ClassificationBatches,
+    ClsBatch,
+    LabelEncoder,
+    TaskKind,
+    stratified_split,
+)
+from ulmfit.models.awd_lstm import ar_tar_penalty
+from ulmfit.models.classifier import (
+    CLASSIFIER_DROPOUTS,
+    ClassifierConfig,
+    TextClassifierModel,
+    masked_concat_pool,
+)
+from ulmfit.models.io import load_lm
+from ulmfit.tasks import metrics as M
+from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
+from ulmfit.text.vocab import Vocab
+from ulmfit.training.config import TrainConfig
+from ulmfit.training.device import pick_device, seed_everything
+from ulmfit.training.loop import StepOutput, fit
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_KIND = "classifier"
+
+
+@dataclass(frozen=True)
+class UnfreezeStage:
+    """One stage of gradual unfreezing: train the top ``groups`` groups for ``epochs``."""
+
+    groups: int  # top layer groups trained (0: all of them)
+    epochs: int = 1
+    lr: float = 1e-2  # peak rate of the top group (lower groups: lr / 2.6 each)
+
+
+def _paper_stages() -> tuple[UnfreezeStage, ...]:
+    # Head, then one more group per epoch, then everything (Howard & Ruder 2018, sec. 3.3).
+    return (
+        UnfreezeStage(1, 1, 2e-2),
+        UnfreezeStage(2, 1, 1e-2),
+        UnfreezeStage(3, 1, 5e-3),
+        UnfreezeStage(0, 2, 1e-3),
+    )
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """Stage 3 recipe; the defaults are the paper's."""
+
+    task: TaskKind = "multiclass"  # multiclass | multilabel: explicit, never guessed
+    bs: int = 64  # documents per batch
+    drop_mult: float = 0.5  # scales every encoder and head dropout
+    head_hidden: int = 50  # hidden size of the head
+    bptt: int = 70  # BPT3C chunk length
+    max_len: int = 1400  # BPT3C: last tokens of a document that are pooled and trained
+    stages: tuple[UnfreezeStage, ...] = field(default_factory=_paper_stages)  # gradual unfreezing
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(clip=0.1))
+    label_smoothing: float = 0.0  # multiclass: cross-entropy label smoothing
+    class_weights: bool = False  # multiclass: weight classes by inverse frequency
+    pos_weight: bool = False  # multilabel: weight positives by negatives/positives per label
+    valid_frac: float = 0.1  # held out of train (stratified) when no validation set is given
+    early_stopping: int = 0  # stop after this many epochs without improvement; 0: never
+    min_positives: int = 5  # multilabel: fewer validation positives -> global threshold
+    backwards: bool = False  # read documents reversed (the backward model of an ensemble)
+    device: str = "auto"  # auto | cpu | cuda
+    n_workers: int = 1  # tokeniser processes
+
+    def __post_init__(self) -> None:
+        if self.task not in ("multiclass", "multilabel"):
+            raise ValueError(
+                f"ClassifierTrainConfig.task must be multiclass|multilabel, got {self.task!r}"
+            )
+        if not self.stages:
+            raise ValueError("ClassifierTrainConfig.stages must not be empty")
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    def replace(self, **changes: Any) -> ClassifierTrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class ClassifierTask:
+    """Stage 3 as a :class:`~ulmfit.training.loop.Task` for the shared loop."""
+
+    def __init__(
+        self,
+        model: TextClassifierModel,
+        train: ClassificationBatches,
+        valid: ClassificationBatches | None,
+        loss_fn: nn.Module,
+        evaluate_fn: Any,
+        alpha: float,
+        beta: float,
+    ) -> None:
+        self.model = model
+        self.train = train
+        self.valid = valid
+        self.loss_fn = loss_fn
+        self.evaluate_fn = evaluate_fn
+        self.alpha = alpha
+        self.beta = beta
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return self.model.layer_groups()
+
+    def n_batches(self, epoch: int) -> int:
+        return len(self.train)
+
+    def train_batches(self, epoch: int, start: int) -> Iterator[ClsBatch]:
+        return itertools.islice(self.train.batches(epoch), start, None)
+
+    def init_carry(self) -> None:
+        return None
+
+    def train_step(self, batch: ClsBatch, carry: Any) -> StepOutput:
+        out = self.model(batch.x, batch.lengths)
+        assert batch.y is not None
+        loss = self.loss_fn(out.logits.float(), batch.y)
+        reg = (
+            ar_tar_penalty(out.output, out.raw_output, self.alpha, self.beta)
+            if self.alpha or self.beta
+            else 0.0
+        )
+        n = batch.x.size(0)
+        return StepOutput(loss + reg, None, {"loss": loss.detach() * n}, n)
+
+    def evaluate(self) -> dict[str, float]:
+        return self.evaluate_fn() if self.evaluate_fn is not None else {}
+
+    def save_files(self, model_dir: Path) -> None:  # the classifier saves its best epoch itself
+        pass
+
+    def carry_to_tensors(self, carry: Any) -> dict[str, Tensor]:
+        return {}
+
+    def carry_from_tensors(self, tensors: Mapping[str, Tensor]) -> Any:
+        return None
+
+
+class TextClassifier:
+    """A ULMFiT text classifier with ``fit`` / ``predict`` / ``predict_proba`` / ``embed``."""
+
+    def __init__(
+        self, language_model: str | Path | None = None, config: ClassifierTrainConfig | None = None
+    ) -> None:
+        self.language_model = Path(language_model) if language_model else None
+        self.config = config or ClassifierTrainConfig()
+        self.model: TextClassifierModel | None = None
+        self.vocab: Vocab | None = None
+        self.tokenizer_config: TokenizerConfig | None = None
+        self.spm_model: Path | None = None
+        self.labels: LabelEncoder | None = None
+        self.thresholds: np.ndarray | None = None
+        self.history: list[dict[str, Any]] = []
+        self._tokenizer: Any = None
+
+    # -- text -> ids -----------------------------------------------------------------
+    def _tok(self) -> Any:
+        if self._tokenizer is None:
+            assert self.tokenizer_config is not None
+            self._tokenizer = get_tokenizer(self.tokenizer_config, self.spm_model)
+        return self._tokenizer
+
+    def numericalize(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each text (``xxbos`` first; reversed for a backward model)."""
+        assert self.vocab is not None
+        tok = self._tok()
+        workers = self.config.n_workers
+        token_lists = (
+            tok.tokenize_many(texts, n_workers=workers) if workers > 1 else map(tok, texts)
+        )
+        docs = [self.vocab.numericalize(t) for t in token_lists]
+        if self.config.backwards:
+            docs = [d[::-1].copy() for d in docs]
+        return docs
+
+    @property
+    def device(self) -> torch.device:
+        assert self.model is not None
+        return next(self.model.parameters()).device
+
+    # -- training ----------------------------------------------------------------------
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str] | Sequence[Sequence[str]],
+        valid: tuple[Sequence[str], Sequence[Any]] | None = None,
+        log_dir: str | Path | None = None,
+    ) -> TextClassifier:
+        """Fine-tune the classifier (gradual unfreezing, discriminative LR, STLR)."""
+        cfg = self.config
+        if self.language_model is None:
+            raise ValueError("TextClassifier needs a language-model directory to start from")
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        seed_everything(cfg.train.seed)
+        device = pick_device(cfg.device)
+        lm = load_lm(self.language_model)
+        self.vocab, self.tokenizer_config, self.spm_model = lm.vocab, lm.tokenizer, lm.spm_model
+        self._tokenizer = None
+        if cfg.task == "multiclass":
+            bad = [i + 1 for i, y in enumerate(labels) if not isinstance(y, str) or not y]
+        else:
+            bad = [i + 1 for i, y in enumerate(labels) if isinstance(y, str) or y is None]
+        if bad:
+            raise ValueError(
+                f"labels: row(s) {bad[:5]} have no valid {cfg.task} label "
+                f"({'a non-empty string' if cfg.task == 'multiclass' else 'a list of strings'})"
+            )
+        if valid is None:
+            tr, va = stratified_split(list(labels), cfg.valid_frac, cfg.train.seed, cfg.task)
+            train_texts = [texts[i] for i in tr]
+            train_labels = [labels[i] for i in tr]
+            valid_texts = [texts[i] for i in va]
+            valid_labels = [labels[i] for i in va]
+        else:
+            train_texts, train_labels = list(texts), list(labels)
+            valid_texts, valid_labels = list(valid[0]), list(valid[1])
+        self.labels = LabelEncoder.fit(train_labels, cfg.task)
+        y_train = self.labels.encode(train_labels, source="train")
+        y_valid = self.labels.encode(valid_labels, source="validation") if valid_texts else None
+
+        enc_cfg = lm.model.config.replace(drop_mult=cfg.drop_mult, **CLASSIFIER_DROPOUTS)
+        model_cfg = ClassifierConfig(
+            n_classes=len(self.labels),
+            task=cfg.task,
+            head_hidden=cfg.head_hidden,
+            bptt=cfg.bptt,
+            max_len=cfg.max_len,
+            encoder=enc_cfg,
+        )
+        model = TextClassifierModel(model_cfg)
+        enc_state = {
+            k[len("encoder.") :]: v
+            for k, v in lm.model.state_dict().items()
+            if k.startswith("encoder.")
+        }
+        model.encoder.load_state_dict(enc_state)
+        self.model = model.to(device)
+
+        train_docs = self.numericalize(train_texts)
+        valid_docs = self.numericalize(valid_texts) if valid_texts else []
+        train_b = ClassificationBatches(
+            train_docs, y_train, cfg.bs, train=True, seed=cfg.train.seed, device=device
+        )
+        valid_b = (
+            ClassificationBatches(valid_docs, y_valid, cfg.bs * 2, train=False, device=device)
+            if valid_docs
+            else None
+        )
+        loss_fn = self._loss(y_train, device)
+
+        def evaluate() -> dict[str, float]:
+            if valid_b is None or y_valid is None:
+                return {}
+            probs, loss = self._probs(valid_b, loss_fn)
+            out = {"valid_loss": loss}
+            out.update(self._score(y_valid, probs))
+            return out
+
+        task = ClassifierTask(
+            model, train_b, valid_b, loss_fn, evaluate, cfg.train.alpha, cfg.train.beta
+        )
+        best: dict[str, Any] = {"score": -np.inf, "state": None, "bad": 0}
+        key = "valid_accuracy" if cfg.task == "multiclass" else "valid_micro_f1"
+
+        def on_epoch_end(row: dict[str, Any]) -> bool:
+            self.history.append(row)
+            score = row.get(key, -row.get("valid_loss", 0.0))
+            if score > best["score"]:
+                best.update(score=score, state=copy.deepcopy(model.state_dict()), bad=0)
+            else:
+                best["bad"] += 1
+            return bool(cfg.early_stopping and best["bad"] >= cfg.early_stopping)
+
+        stopped = False
+        for i, stage in enumerate(cfg.stages):
+            n_groups = len(model.layer_groups())
+            trainable = n_groups if stage.groups <= 0 else min(stage.groups, n_groups)
+            log.info(
+                "stage %d: top %d of %d groups, %d epoch(s), lr %g",
+                i,
+                trainable,
+                n_groups,
+                stage.epochs,
+                stage.lr,
+            )
+            stage_cfg = cfg.train.replace(epochs=stage.epochs, lr=stage.lr)
+            stage_dir = Path(log_dir) / f"stage{i}" if log_dir else None
+            state = fit(
+                task,
+                stage_cfg,
+                stage_dir,
+                trainable_groups=trainable,
+                save_checkpoints=False,
+                on_epoch_end=on_epoch_end,
+            )
+            for p in model.parameters():
+                p.requires_grad_(True)
+            if cfg.early_stopping and best["bad"] >= cfg.early_stopping:
+                log.info("early stopping after stage %d", i)
+                stopped = True
+            if stopped or not state.finished:
+                break
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        if cfg.task == "multilabel" and valid_b is not None and y_valid is not None:
+            probs, _ = self._probs(valid_b, None)
+            self.thresholds, global_t = M.tune_thresholds(y_valid, probs, cfg.min_positives)
+            log.info("tuned per-label thresholds (global fallback %.2f)", global_t)
+        return self
+
+    def _loss(self, y_train: np.ndarray, device: torch.device) -> nn.Module:
+        cfg = self.config
+        if cfg.task == "multiclass":
+            weight = None
+            if cfg.class_weights:
+                counts = np.bincount(y_train, minlength=len(self.labels or []))
+                weight = torch.tensor(
+                    len(y_train) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32
+                )
+            return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing).to(
+                device
+            )
+        pos_weight = None
+        if cfg.pos_weight:
+            pos = y_train.sum(0)
+            pos_weight = torch.tensor(
+                (len(y_train) - pos) / np.maximum(pos, 1), dtype=torch.float32
+            )
+        return nn.BCEWithLogitsLoss(pos_weight=pos_weight).to(device)
+
+    def _score(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        if self.config.task == "multiclass":
+            acc = float((probs.argmax(1) == y).mean())
+            return {"valid_accuracy": acc, "valid_error_rate": 1 - acc}
+        pred = probs >= (self.thresholds if self.thresholds is not None else 0.5)
+        tp = float((pred & (y > 0)).sum())
+        denom = float(pred.sum() + (y > 0).sum())
+        return {"valid_micro_f1": 2 * tp / denom if denom else 0.0}
+
+    # -- inference ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def _probs(
+        self, batches: ClassificationBatches, loss_fn: nn.Module | None
+    ) -> tuple[np.ndarray, float]:
+        assert self.model is not None
+        model = self.model
+        was_training = model.training
+        model.eval()
+        out = np.zeros((len(batches.docs), len(self.labels or [])), dtype=np.float32)
+        loss_sum, n = 0.0, 0
+        for b in batches.batches(0):
+            logits = model(b.x, b.lengths).logits.float()
+            if loss_fn is not None and b.y is not None:
+                loss_sum += float(loss_fn(logits, b.y)) * b.x.size(0)
+                n += b.x.size(0)
+            probs = logits.softmax(-1) if self.config.task == "multiclass" else logits.sigmoid()
+            out[b.index] = probs.cpu().numpy()
+        model.train(was_training)
+        return out, loss_sum / max(n, 1)
+
+    def _batches(self, texts: Sequence[str], bs: int | None = None) -> ClassificationBatches:
+        docs = self.numericalize(texts)
+        return ClassificationBatches(
+            docs, None, bs or self.config.bs * 2, train=False, device=self.device
+        )
+
+    def predict_proba(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
+        """``(N, C)`` class probabilities (softmax) or per-label probabilities (sigmoid)."""
+        self._check_fitted()
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels or [])), dtype=np.float32)
+        return self._probs(self._batches(texts, bs), None)[0]
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        thresholds: float | np.ndarray | None = None,
+        top_k: int | None = None,
+    ) -> list[Any]:
+        """Labels: one string per text (multiclass) or a list of strings (multilabel).
+
+        Multilabel decisions use the tuned per-label thresholds unless ``thresholds``
+        (one value or one per label) or ``top_k`` is given.
+        """
+        probs = self.predict_proba(texts)
+        return self.decide(probs, thresholds, top_k)
+
+    def decide(
+        self,
+        probs: np.ndarray,
+        thresholds: float | np.ndarray | None = None,
+        top_k: int | None = None,
+    ) -> list[Any]:
+        assert self.labels is not None
+        classes = self.labels.classes
+        if self.config.task == "multiclass":
+            return [classes[i] for i in probs.argmax(1)]
+        if top_k:
+            chosen = M.top_k(probs, top_k)
+        else:
+            t = (
+                thresholds
+                if thresholds is not None
+                else (self.thresholds if self.thresholds is not None else 0.5)
+            )
+            chosen = M.apply_thresholds(probs, np.asarray(t))
+        return [[classes[j] for j in np.flatnonzero(row)] for row in chosen]
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
+        """Pooled document vectors ``[last, max, mean]`` ``(N, 3E)`` from the encoder."""
+        self._check_fitted()
+        assert self.model is not None
+        model = self.model.eval()
+        batches = self._batches(texts, bs)
+        out = np.zeros((len(texts), 3 * model.config.encoder.emb_size), dtype=np.float32)
+        for b in batches.batches(0):
+            window, lengths = model.encode(b.x, b.lengths)
+            out[b.index] = masked_concat_pool(window, lengths).float().cpu().numpy()
+        return out
+
+    def _check_fitted(self) -> None:
+        if self.model is None or self.labels is None:
+            raise RuntimeError("this TextClassifier is not fitted: call fit() or load() first")
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, out_dir: str | Path) -> Path:
+        """Write config, weights, vocabulary and labels (and thresholds) atomically."""
+        self._check_fitted()
+        assert self.model is not None and self.labels is not None and self.vocab is not None
+        assert self.tokenizer_config is not None
+        model, labels, vocab, tok_cfg = self.model, self.labels, self.vocab, self.tokenizer_config
+
+        def fill(tmp: Path) -> None:
+            save_weights(tmp / WEIGHTS_FILE, model)
+            vocab.save(tmp / VOCAB_FILE)
+            if self.spm_model is not None:
+                import shutil
+
+                shutil.copyfile(self.spm_model, tmp / SPM_FILE)
+            body = {
+                "model": model.config.to_dict(),
+                "tokenizer": tok_cfg.to_dict(),
+                "labels": labels.to_dict(),
+                "thresholds": None
+                if self.thresholds is None
+                else [float(t) for t in self.thresholds],
+                "backwards": self.config.backwards,
+                "train_config": _to_jsonable(self.config),
+                "history": self.history,
+                "language_model": str(self.language_model) if self.language_model else None,
+            }
+            write_config(tmp / "config.json", CLASSIFIER_KIND, body)
+
+        return write_dir_atomically(Path(out_dir), fill)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto") -> TextClassifier:
+        """Load a classifier directory written by :meth:`save`."""
+        model_dir = Path(model_dir)
+        config = read_config(model_dir, CLASSIFIER_KIND)
+        try:
+            model_cfg = ClassifierConfig.from_dict(config["model"])
+            tok_cfg = TokenizerConfig.from_dict(config["tokenizer"])
+            labels = LabelEncoder.from_dict(config["labels"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{model_dir / 'config.json'}: bad classifier config ({e})"
+            ) from e
+        vocab = Vocab.load(model_dir / VOCAB_FILE)
+        if len(vocab) != model_cfg.encoder.vocab_size:
+            raise CheckpointError(
+                f"{model_dir / VOCAB_FILE}: {len(vocab)} tokens but the model expects "
+                f"{model_cfg.encoder.vocab_size}: the vocabulary does not belong to these weights"
+            )
+        if len(labels) != model_cfg.n_classes:
+            raise CheckpointError(
+                f"{model_dir / 'config.json'}: {len(labels)} labels but "
+                f"{model_cfg.n_classes} model outputs"
+            )
+        model = TextClassifierModel(model_cfg)
+        load_weights(model_dir / WEIGHTS_FILE, model)
+        clf = cls(
+            None,
+            ClassifierTrainConfig(
+                task=model_cfg.task, backwards=bool(config.get("backwards")), device=device
+            ),
+        )
+        clf.model = model.to(pick_device(device)).eval()
+        clf.vocab, clf.tokenizer_config, clf.labels = vocab, tok_cfg, labels
+        spm = model_dir / SPM_FILE
+        clf.spm_model = spm if spm.exists() else None
+        t = config.get("thresholds")
+        clf.thresholds = np.asarray(t, dtype=np.float32) if t is not None else None
+        clf.history = config.get("history", [])
+        return clf
+
+
+def ensemble_predict_proba(
+    classifiers: Sequence[TextClassifier], texts: Sequence[str]
+) -> np.ndarray:
+    """Average of the classifiers' probabilities (the paper's forward + backward ensemble)."""
+    if not classifiers:
+        raise ValueError("no classifiers to ensemble")
+    first = classifiers[0].labels
+    for c in classifiers[1:]:
+        if c.labels is None or first is None or c.labels.classes != first.classes:
+            raise ValueError("ensembled classifiers must share the same labels in the same order")
+    return np.mean([c.predict_proba(texts) for c in classifiers], axis=0)
+
+
+def _to_jsonable(obj: Any) -> Any:
+    from ulmfit.config import to_dict
+
+    return to_dict(obj)
+
+
+__all__ = [
+    "ClassifierTask",
+    "ClassifierTrainConfig",
+    "TextClassifier",
+    "UnfreezeStage",
+    "ensemble_predict_proba",
+]

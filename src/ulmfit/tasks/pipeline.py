@@ -1,0 +1,258 @@
+"""``ulmfit run CONFIG.toml``: all three stages, every artifact in one output directory.
+
+::
+
+    out_dir/
+      lm_pretrained/    stage 1 (skipped when `pretrained` names an existing LM directory)
+      lm_finetuned/     stage 2: the LM fine-tuned on the target text (labelled + unlabelled)
+      classifier/       stage 3: the classifier (config, weights, vocab, labels, thresholds)
+      report.json       test metrics beside the majority-class baseline, wall time per stage
+      evaluation.png    confusion matrix (multiclass) or per-label F1 (multilabel)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ulmfit.checkpoint import atomic_write_text
+from ulmfit.config import to_dict
+from ulmfit.data.classification import read_labelled
+from ulmfit.data.prepare import CorpusConfig
+from ulmfit.tasks import metrics as M
+from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+from ulmfit.tasks.train_lm import LMStageConfig, train_language_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelledDataConfig:
+    """The target task's labelled (and unlabelled) data."""
+
+    train: str = ""  # labelled training file (csv/tsv/jsonl) or folder-per-class
+    test: str | None = None  # labelled test file, scored at the end
+    valid: str | None = None  # labelled validation file; default: held out of train
+    unlabelled: tuple[str, ...] = ()  # extra target-domain text for LM fine-tuning only
+    text_column: tuple[str, ...] = ("text",)  # text field(s); several are joined with xxfld
+    label_column: str = "label"  # label field (a list in JSONL, or see label_sep)
+    label_sep: str | None = None  # multilabel CSV: separator inside the label cell
+    max_train: int = 0  # use only the first N training rows (0: all; logged, never silent)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    out_dir: str = "runs/pipeline"  # every artifact goes under this directory
+    pretrained: str | None = None  # an existing LM directory: skips stage 1
+    pretrain: LMStageConfig = field(default_factory=LMStageConfig)  # stage 1 settings
+    finetune_lm: LMStageConfig = field(default_factory=LMStageConfig)  # stage 2 settings
+    data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
+    classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+
+
+def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[str, Any]:
+    """Run stages 1-3 and score the test set; returns (and writes) the report.
+
+    With ``skip_lm_finetuning`` the ``pretrained`` LM goes straight to stage 3.
+    """
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    data = cfg.data
+    if not data.train:
+        raise ValueError("[data] train: no labelled training file given")
+
+    # Read the labelled data first: a bad row fails here, before hours of LM training.
+    train = read_labelled(
+        data.train,
+        text_column=list(data.text_column),
+        label_column=data.label_column,
+        task=cfg.classifier.task,
+        label_sep=data.label_sep,
+    )
+    if data.max_train and len(train.texts) > data.max_train:
+        log.info(
+            "%s: using the first %d of %d training rows (max_train)",
+            data.train,
+            data.max_train,
+            len(train.texts),
+        )
+        train = dataclasses.replace(
+            train,
+            texts=train.texts[: data.max_train],
+            labels=None if train.labels is None else train.labels[: data.max_train],
+            rows=train.rows[: data.max_train],
+        )
+    valid = None
+    if data.valid:
+        v = read_labelled(
+            data.valid,
+            text_column=list(data.text_column),
+            label_column=data.label_column,
+            task=cfg.classifier.task,
+            label_sep=data.label_sep,
+        )
+        if v.labels is None:
+            raise ValueError(f"{data.valid}: no labels in column {data.label_column!r}")
+        valid = (v.texts, v.labels)
+    test = None
+    if data.test:
+        test = read_labelled(
+            data.test,
+            text_column=list(data.text_column),
+            label_column=data.label_column,
+            task=cfg.classifier.task,
+            label_sep=data.label_sep,
+        )
+
+    # Stage 1: general-domain LM (or the one given).
+    if cfg.pretrained:
+        pretrained = Path(cfg.pretrained)
+        log.info("stage 1 skipped: using pretrained LM %s", pretrained)
+    else:
+        t0 = time.perf_counter()
+        pretrained = train_language_model(
+            dataclasses.replace(cfg.pretrain, out_dir=str(out / "lm_pretrained"))
+        )
+        times["pretrain_s"] = time.perf_counter() - t0
+
+    # Stage 2: fine-tune the LM on the target text (training texts + unlabelled files).
+    t0 = time.perf_counter()
+    if skip_lm_finetuning:
+        finetuned = pretrained
+    else:
+        finetuned = _finetune_lm(cfg, out, pretrained, train.texts)
+        times["finetune_lm_s"] = time.perf_counter() - t0
+
+    # Stage 3: the classifier.
+    t0 = time.perf_counter()
+    clf = TextClassifier(finetuned, cfg.classifier)
+    clf.fit(train.texts, train.labels or [], valid=valid, log_dir=out / "classifier_logs")
+    clf.save(out / "classifier")
+    times["classifier_s"] = time.perf_counter() - t0
+
+    report: dict[str, Any] = {
+        "config": to_dict(cfg),
+        "times": times,
+        "artifacts": {
+            "pretrained_lm": str(pretrained),
+            "finetuned_lm": str(finetuned),
+            "classifier": str(out / "classifier"),
+        },
+    }
+    if test is not None and test.labels is not None:
+        t0 = time.perf_counter()
+        report["test"] = evaluate_classifier(
+            clf, test.texts, test.labels, out / "evaluation.png", source=data.test or ""
+        )
+        times["test_inference_s"] = time.perf_counter() - t0
+        report["test"]["docs_per_s"] = len(test.texts) / times["test_inference_s"]
+        assert clf.labels is not None
+        y_tr = clf.labels.encode(train.labels or [], source=data.train)
+        y_te = clf.labels.encode(test.labels, source=data.test or "")
+        report["baseline"] = M.majority_baseline(y_tr, y_te, cfg.classifier.task)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def _finetune_lm(cfg: PipelineConfig, out: Path, pretrained: Path, texts: list[str]) -> Path:
+    """Stage 2 on the training texts (one per line) plus any unlabelled files."""
+    lm_text = out / "lm_text.txt"
+    atomic_write_text(lm_text, "\n".join(_one_line(t) for t in texts) + "\n")
+    corpus = dataclasses.replace(
+        cfg.finetune_lm.corpus,
+        train=(str(lm_text), *cfg.data.unlabelled),
+        text_column=cfg.data.text_column,
+        fmt=None,
+    )
+    stage = dataclasses.replace(
+        cfg.finetune_lm,
+        out_dir=str(out / "lm_finetuned"),
+        pretrained=str(pretrained),
+        corpus=corpus,
+    )
+    return train_language_model(stage)
+
+
+def evaluate_classifier(
+    clf: TextClassifier, texts: list[str], labels: list[Any], plot: Path | None, source: str = ""
+) -> dict[str, Any]:
+    """Metrics of ``clf`` on labelled texts (and a PNG of the confusion matrix / per-label F1)."""
+    assert clf.labels is not None
+    y = clf.labels.encode(labels, source=source)
+    probs = clf.predict_proba(texts)
+    classes = clf.labels.classes
+    if clf.config.task == "multiclass":
+        metrics = M.multiclass_metrics(y, probs, classes)
+        if plot is not None:
+            M.plot_confusion(metrics["confusion_matrix"], classes, plot)
+    else:
+        thresholds = clf.thresholds if clf.thresholds is not None else 0.5
+        metrics = M.multilabel_metrics(y, probs, thresholds, classes)
+        if plot is not None:
+            M.plot_per_label(metrics, plot)
+    return metrics
+
+
+def _one_line(text: str) -> str:
+    # The LM corpus file holds one document per line.
+    return " ".join(text.split())
+
+
+def report_summary(report: dict[str, Any], task: str) -> str:
+    """A few lines for the terminal: test figure beside the baseline, and where things are."""
+    lines = []
+    test, base = report.get("test"), report.get("baseline", {})
+    if test:
+        if task == "multiclass":
+            lines.append(
+                f"test error rate: {100 * test['error_rate']:.2f}%  "
+                f"(majority-class baseline: {100 * base.get('error_rate', float('nan')):.2f}%)"
+            )
+        else:
+            lines.append(
+                f"test micro-F1: {100 * test['micro_f1']:.2f}  "
+                f"macro-F1: {100 * test['macro_f1']:.2f}  "
+                f"(baseline micro-F1: {100 * base.get('micro_f1', float('nan')):.2f})"
+            )
+    for name, secs in report.get("times", {}).items():
+        lines.append(f"{name}: {secs:.1f}")
+    for name, path in report.get("artifacts", {}).items():
+        lines.append(f"{name}: {path}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CorpusConfig",
+    "LabelledDataConfig",
+    "PipelineConfig",
+    "evaluate_classifier",
+    "run_pipeline",
+]
+
+
+@dataclass(frozen=True)
+class ClassifierStageConfig:
+    """``ulmfit train-classifier``: stage 3 alone, from a fine-tuned LM directory."""
+
+    lm: str = ""  # the (fine-tuned) language-model directory the encoder comes from
+    out_dir: str = "runs/classifier"  # classifier directory written
+    data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
+    classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+
+
+def train_classifier_stage(cfg: ClassifierStageConfig) -> dict[str, Any]:
+    """Stage 3 from files; scores ``data.test`` if given. Returns the report."""
+    if not cfg.lm:
+        raise ValueError("train-classifier needs --lm DIR (a language-model directory)")
+    return run_pipeline(
+        PipelineConfig(
+            out_dir=cfg.out_dir, pretrained=cfg.lm, data=cfg.data, classifier=cfg.classifier
+        ),
+        skip_lm_finetuning=True,
+    )

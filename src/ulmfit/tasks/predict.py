@@ -1,0 +1,178 @@
+"""Prediction and evaluation from files: streaming in, streaming out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ulmfit.data.classification import read_labelled
+from ulmfit.tasks import metrics as M
+from ulmfit.tasks.classify import TextClassifier, ensemble_predict_proba
+from ulmfit.text.readers import CorpusError, open_text
+
+log = logging.getLogger(__name__)
+
+FLD = "xxfld"
+
+
+def _fmt(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".gz", ".xz", ".bz2", ".zip"):
+        name = name.removesuffix(suffix)
+    for fmt in ("csv", "tsv", "jsonl"):
+        if name.endswith("." + fmt) or (fmt == "jsonl" and name.endswith(".json")):
+            return fmt
+    return "txt"
+
+
+def iter_input_texts(path: Path, text_column: Sequence[str]) -> Iterator[str]:
+    """Every record's text in file order, empty ones included (they are predicted too)."""
+    fmt = _fmt(path)
+    cols = list(text_column)
+
+    def join(values: list[str]) -> str:
+        if len(values) == 1:
+            return values[0]
+        return " ".join(f"{FLD} {i + 1} {v}" for i, v in enumerate(values))
+
+    with open_text(path) as f:
+        if fmt == "txt":
+            for line in f:
+                yield line.rstrip("\n")
+            return
+        if fmt == "jsonl":
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CorpusError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from e
+                missing = [c for c in cols if c not in rec]
+                if missing:
+                    raise CorpusError(
+                        f"{path}: line {lineno}: no field {missing[0]!r} (has {sorted(rec)})"
+                    )
+                yield join([str(rec[c] or "") for c in cols])
+            return
+        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
+        fields = reader.fieldnames or []
+        missing = [c for c in cols if c not in fields]
+        if missing:
+            raise CorpusError(f"{path}: no column {missing[0]!r}; columns are {fields}")
+        for row in reader:
+            yield join([row[c] or "" for c in cols])
+
+
+def _chunks(it: Iterator[str], n: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def predict_file(
+    model_dirs: Sequence[Path],
+    input_path: Path,
+    output_path: Path,
+    text_column: Sequence[str] = ("text",),
+    chunk: int = 2048,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    device: str = "auto",
+) -> int:
+    """Stream ``input_path`` through the classifier(s) into ``output_path`` (CSV or JSONL)."""
+    from tqdm.auto import tqdm
+
+    clfs = [TextClassifier.load(d, device=device) for d in model_dirs]
+    main = clfs[0]
+    assert main.labels is not None
+    classes = main.labels.classes
+    out_fmt = "jsonl" if output_path.suffix.lower() in (".jsonl", ".json") else "csv"
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(f".{output_path.name}.tmp")
+    n = 0
+    try:
+        with (
+            open(tmp, "w", encoding="utf-8", newline="") as f,
+            tqdm(unit="doc", desc="predict") as bar,
+        ):
+            writer = None
+            if out_fmt == "csv":
+                writer = csv.writer(f)
+                writer.writerow(["row", "label", *[f"p_{c}" for c in classes]])
+            for texts in _chunks(iter_input_texts(input_path, text_column), chunk):
+                probs = (
+                    ensemble_predict_proba(clfs, texts)
+                    if len(clfs) > 1
+                    else main.predict_proba(texts)
+                )
+                labels = main.decide(probs, threshold, top_k)
+                for i, (lab, p) in enumerate(zip(labels, probs, strict=True)):
+                    row = n + i + 1
+                    if writer is not None:
+                        shown = lab if isinstance(lab, str) else "|".join(lab)
+                        writer.writerow([row, shown, *[f"{v:.6f}" for v in p]])
+                    else:
+                        rec = {
+                            "row": row,
+                            "label": lab,
+                            "probs": {
+                                c: round(float(v), 6) for c, v in zip(classes, p, strict=True)
+                            },
+                        }
+                        f.write(json.dumps(rec) + "\n")
+                n += len(texts)
+                bar.update(len(texts))
+        tmp.replace(output_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def evaluate_file(
+    model_dirs: Sequence[Path],
+    data: Path,
+    text_column: Sequence[str] = ("text",),
+    label_column: str = "label",
+    label_sep: str | None = None,
+    plot: Path | None = None,
+    device: str = "auto",
+) -> tuple[dict[str, Any], str]:
+    """Metrics of one classifier (or the average of several) on a labelled file."""
+    clfs = [TextClassifier.load(d, device=device) for d in model_dirs]
+    main = clfs[0]
+    assert main.labels is not None
+    task = main.config.task
+    rows = read_labelled(
+        data,
+        text_column=list(text_column),
+        label_column=label_column,
+        task=task,
+        label_sep=label_sep,
+    )
+    y = main.labels.encode(rows.labels or [], rows=rows.rows, source=str(data))
+    probs = ensemble_predict_proba(clfs, rows.texts)
+    classes = main.labels.classes
+    if task == "multiclass":
+        metrics = M.multiclass_metrics(y, probs, classes)
+        if plot is not None:
+            M.plot_confusion(metrics["confusion_matrix"], classes, plot)
+    else:
+        t = main.thresholds if main.thresholds is not None else 0.5
+        metrics = M.multilabel_metrics(y, probs, np.asarray(t), classes)
+        if plot is not None:
+            M.plot_per_label(metrics, plot)
+    metrics["models"] = [str(d) for d in model_dirs]
+    return metrics, M.format_report(metrics, task)
