@@ -52,6 +52,7 @@ from ulmfit.models.io import load_lm
 from ulmfit.tasks import metrics as M
 from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
 from ulmfit.text.vocab import Vocab
+from ulmfit.training import distributed
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.device import pick_device, seed_everything
 from ulmfit.training.loop import StepOutput, fit
@@ -140,16 +141,21 @@ class ClassifierTask:
         return self.model.layer_groups()
 
     def n_batches(self, epoch: int) -> int:
-        return len(self.train)
+        return len(self.train) // distributed.current().world_size
 
     def train_batches(self, epoch: int, start: int) -> Iterator[ClsBatch]:
-        return itertools.islice(self.train.batches(epoch), start, None)
+        # Under torchrun each rank takes every world_size-th batch of the same seeded
+        # order, and all ranks take the same number (DDP steps in lockstep).
+        info = distributed.current()
+        n = self.n_batches(epoch)
+        mine = itertools.islice(self.train.batches(epoch), info.rank, None, info.world_size)
+        return itertools.islice(mine, start, n)
 
     def init_carry(self) -> None:
         return None
 
-    def train_step(self, batch: ClsBatch, carry: Any) -> StepOutput:
-        out = self.model(batch.x, batch.lengths)
+    def train_step(self, model: nn.Module, batch: ClsBatch, carry: Any) -> StepOutput:
+        out = model(batch.x, batch.lengths)
         assert batch.y is not None
         loss = self.loss_fn(out.logits.float(), batch.y)
         reg = (

@@ -53,8 +53,8 @@ class LMTask:
     def init_carry(self) -> State | None:
         return None  # zeros, created by the LSTM on the right device and dtype
 
-    def train_step(self, batch: LMBatch, carry: State | None) -> StepOutput:
-        out = self.model(batch.x, carry)
+    def train_step(self, model: nn.Module, batch: LMBatch, carry: State | None) -> StepOutput:
+        out = model(batch.x, carry)
         loss = lm_loss(out.logits, batch.y)
         total = loss + ar_tar_penalty(out.output, out.raw_output, self.alpha, self.beta)
         n = batch.y.numel()

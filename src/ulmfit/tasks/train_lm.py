@@ -25,6 +25,7 @@ from ulmfit.text.corpus import corpus_cache_key, default_cache_dir
 from ulmfit.text.subword import train_sentencepiece
 from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
 from ulmfit.text.vocab import Vocab
+from ulmfit.training import distributed
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.device import pick_device, seed_everything
 from ulmfit.training.loop import LoopState, fit
@@ -78,7 +79,8 @@ def find_lm_lr(
 def build_lm_task(cfg: LMStageConfig) -> LMTask:
     """Tokenise, build the vocabulary and the (transferred) model: everything but training."""
     out_dir = Path(cfg.out_dir)
-    device = pick_device(cfg.device)
+    info = distributed.init_from_env(cfg.device)
+    device = pick_device(distributed.device_for(info, cfg.device))
     seed_everything(cfg.train.seed)
     resuming = cfg.resume and load_training_state(out_dir) is not None
 
@@ -87,11 +89,13 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
     tok_cfg = pre.tokenizer if pre else cfg.tokenizer
     spm_model = pre.spm_model if pre else None
     if tok_cfg.kind == "spm" and spm_model is None:
-        spm_model = _train_spm(cfg, tok_cfg)
+        with distributed.main_first():
+            spm_model = _train_spm(cfg, tok_cfg)
     tokenizer = get_tokenizer(tok_cfg, spm_model)
     spm_key = _file_digest(spm_model) if spm_model else ""
 
-    corpus = tokenize_files(cfg.corpus.train, cfg.corpus, tokenizer, key_extra=spm_key)
+    with distributed.main_first():  # rank 0 fills the cache, the others read it
+        corpus = tokenize_files(cfg.corpus.train, cfg.corpus, tokenizer, key_extra=spm_key)
     log.info("train corpus: %d documents, %d tokens", corpus.n_docs, corpus.n_tokens)
 
     if resuming:
@@ -103,9 +107,10 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
     ids, offsets = corpus.numericalize(vocab)
 
     if cfg.corpus.valid:
-        valid_corpus = tokenize_files(
-            cfg.corpus.valid, cfg.corpus, tokenizer, limit=False, key_extra=spm_key
-        )
+        with distributed.main_first():
+            valid_corpus = tokenize_files(
+                cfg.corpus.valid, cfg.corpus, tokenizer, limit=False, key_extra=spm_key
+            )
         valid = valid_corpus.numericalize(vocab)
         train = (ids, offsets)
     elif cfg.corpus.valid_frac > 0:
@@ -119,7 +124,15 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
         f"{sum(p.numel() for p in model.parameters()):,}",
         len(vocab),
     )
-    train_stream = LMStream(*train, cfg.data, train=True, seed=cfg.train.seed, device=device)
+    train_stream = LMStream(
+        *train,
+        cfg.data,
+        train=True,
+        seed=cfg.train.seed,
+        device=device,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
     valid_stream = None
     if valid is not None:
         # A small validation set still needs two columns per row: shrink bs, not the data.

@@ -27,6 +27,7 @@ from ulmfit.checkpoint import (
     save_training_state,
     write_dir_atomically,
 )
+from ulmfit.training import distributed
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.metrics_log import MetricsLog
 from ulmfit.training.param_groups import discriminative_lrs, make_param_groups, set_trainable
@@ -60,7 +61,9 @@ class Task(Protocol):
 
     def init_carry(self) -> Any: ...
 
-    def train_step(self, batch: Any, carry: Any) -> StepOutput: ...
+    def train_step(self, model: nn.Module, batch: Any, carry: Any) -> StepOutput:
+        """Loss of one batch through ``model`` (the task's model, or its DDP wrapper)."""
+        ...
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics; by convention the main one first."""
@@ -126,7 +129,6 @@ def fit(
     state: LoopState | None = None,
     resume: bool = False,
     trainable_groups: int | Callable[[int], int] | None = None,
-    is_main: bool = True,
     save_checkpoints: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], bool] | None = None,
 ) -> LoopState:
@@ -142,6 +144,8 @@ def fit(
     """
     model = task.model
     device = model_device(model)
+    dist_info = distributed.current()
+    is_main = dist_info.is_main
     groups = task.layer_groups()
     optimizer = build_optimizer(groups, config, device)
     schedule: Schedule = get_schedule(**_schedule_kwargs(config))
@@ -202,6 +206,9 @@ def fit(
             n = trainable_groups(epoch) if callable(trainable_groups) else trainable_groups
             set_trainable(groups, n)
         model.train()
+        # Under torchrun, DDP averages gradients in backward; wrapped after freezing so it
+        # hooks exactly the parameters this epoch trains.
+        step_model = _wrap_ddp(model, device) if dist_info.world_size > 1 else model
         if state.step_in_epoch == 0:
             carry = task.init_carry()
         n_batches = task.n_batches(epoch)
@@ -214,7 +221,7 @@ def fit(
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * mult
             with autocast:
-                out = task.train_step(batch, carry)
+                out = task.train_step(step_model, batch, carry)
             loss = out.loss / config.grad_accum
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -232,7 +239,7 @@ def fit(
             if bar is not None:
                 bar.update(1)
             if state.global_step % config.log_every == 0:
-                row = _summarise(sums, count)  # one host sync per log_every steps
+                row = _summarise(sums, count)  # one host sync per log_every steps (this rank)
                 row.update(epoch=epoch, step=state.global_step, lr=optimizer.param_groups[-1]["lr"])
                 state.history.append(row)
                 if bar is not None:
@@ -249,6 +256,10 @@ def fit(
                 return state
         if bar is not None:
             bar.close()
+        sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
+        count = distributed.all_reduce_sum(
+            torch.as_tensor(count, dtype=torch.float64, device=device)
+        )
         row = {"epoch": epoch, "step": state.global_step, **_summarise(sums, count)}
         row["train_time_s"] = time.perf_counter() - t0
         model.eval()
@@ -268,6 +279,13 @@ def fit(
     if metrics_log is not None:
         metrics_log.plot(state.history)
     return state
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def _optimizer_step(

@@ -80,7 +80,7 @@ def lr_find(
                 for g in optimizer.param_groups:
                     g["lr"] = g["base_lr"] * mult
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = task.train_step(batch, carry)
+                    out = task.train_step(model, batch, carry)
                 out.loss.backward()
                 carry = out.carry
                 if config.clip:

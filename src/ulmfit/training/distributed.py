@@ -1,0 +1,76 @@
+"""Several GPUs (or CPU processes) through PyTorch's own engine: torchrun + DDP.
+
+``torchrun --nproc_per_node=N -m ulmfit.cli.main pretrain ...`` sets ``WORLD_SIZE``,
+``RANK`` and ``LOCAL_RANK``; :func:`init_from_env` turns them into a process group
+(NCCL on GPUs, gloo on CPU). Each rank then reads its own rows of the LM stream (or
+its own classifier batches), DDP averages gradients in backward, training metrics are
+summed across ranks, and only rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current() -> DistInfo:
+    """This process's place in the process group (rank 0 of 1 when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+    return DistInfo()
+
+
+def init_from_env(device: str = "auto") -> DistInfo:
+    """Join the process group described by torchrun's variables, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or (dist.is_available() and dist.is_initialized()):
+        return current()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return current()
+
+
+def device_for(info: DistInfo, device: str) -> str:
+    """Each rank on its own GPU under torchrun; otherwise ``device`` as given."""
+    if info.world_size > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{info.local_rank}"
+    return device
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over ranks (a no-op outside a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. filling a cache), then the others."""
+    info = current()
+    if info.world_size > 1 and not info.is_main:
+        dist.barrier()
+    yield
+    if info.world_size > 1 and info.is_main:
+        dist.barrier()
