@@ -87,7 +87,7 @@ def lr_find(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                loss = float(out.loss)  # the range test needs every value: one sync per step
+                loss = float(out.loss.detach())  # the range test needs each value: a sync per step
                 avg = smooth * avg + (1 - smooth) * loss
                 smoothed = avg / (1 - smooth ** (step + 1))
                 lrs.append(optimizer.param_groups[-1]["lr"])
