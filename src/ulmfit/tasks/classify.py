@@ -258,7 +258,9 @@ class TextClassifier:
         else:
             train_texts, train_labels = list(texts), list(labels)
             valid_texts, valid_labels = list(valid[0]), list(valid[1])
-        self.labels = LabelEncoder.fit(train_labels, cfg.task)
+        # Classes come from all the labelled data we were given: a rare label that the
+        # seeded split happened to put only in validation is still a class.
+        self.labels = LabelEncoder.fit(list(labels) if valid is None else train_labels, cfg.task)
         y_train = self.labels.encode(train_labels, source="train")
         y_valid = self.labels.encode(valid_labels, source="validation") if valid_texts else None
 
