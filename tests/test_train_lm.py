@@ -78,8 +78,8 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
         ),
         model=AWDLSTMConfig(emb_size=64, hidden_size=128, n_layers=2, drop_mult=0.1),
         vocab=VocabConfig(max_size=60000, min_freq=2),
-        data=LMDataConfig(bs=32, bptt=35),
-        train=TrainConfig(epochs=1, lr=1e-2, progress=False, log_every=20),
+        data=LMDataConfig(bs=16, bptt=35),
+        train=TrainConfig(epochs=2, lr=3e-2, progress=False, log_every=20),
     )
     out = train_language_model(cfg)
     lm = load_lm(out)
@@ -100,9 +100,10 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
     unigram = unigram_perplexity(train_ids, test_ids, len(lm.vocab))
     ppl = metrics["valid_perplexity"]
     print(f"unigram perplexity {unigram:.1f}, LM perplexity {ppl:.1f}")
-    # Measured: unigram ~ 620 and the LM ~ 260 after one epoch on 217k tokens.
-    assert 200 < unigram < 2000
-    assert ppl < 0.6 * unigram
+    # Measured (2 epochs on WikiText-2 valid's 217k tokens, scored on its test set):
+    # unigram 282, this LM ~102.
+    assert 200 < unigram < 400
+    assert ppl < 0.5 * unigram
 
 
 def test_resume_matches_uninterrupted_run(tmp_path: Path, small_text: Path) -> None:
