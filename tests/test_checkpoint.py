@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
-from ulmfit.text.vocab import Vocab
 
 from ulmfit.checkpoint import (
     CheckpointError,
@@ -19,6 +17,8 @@ from ulmfit.checkpoint import (
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.io import load_lm, write_lm_files
 from ulmfit.models.transfer import transfer_rows
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
+from ulmfit.text.vocab import Vocab
 
 
 def tiny_lm(vocab_size: int, seed: int = 0) -> AWDLSTMLanguageModel:

@@ -13,7 +13,8 @@ from ulmfit.training.param_groups import set_trainable
 def tiny(max_len: int = 12, bptt: int = 5, **kw: object) -> TextClassifierModel:
     torch.manual_seed(0)
     enc = AWDLSTMConfig(vocab_size=60, emb_size=8, hidden_size=10, n_layers=2)
-    return TextClassifierModel(ClassifierConfig(n_classes=3, bptt=bptt, max_len=max_len, encoder=enc, **kw))  # type: ignore[arg-type]
+    cfg = ClassifierConfig(n_classes=3, bptt=bptt, max_len=max_len, encoder=enc, **kw)  # type: ignore[arg-type]
+    return TextClassifierModel(cfg)
 
 
 def test_masked_concat_pool_ignores_padding() -> None:

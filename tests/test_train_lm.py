@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from ulmfit.text.readers import CorpusError
 
 from ulmfit.cli.main import main
 from ulmfit.data.lm import LMDataConfig
@@ -23,6 +22,7 @@ from ulmfit.tasks.train_lm import (
     evaluate_language_model,
     train_language_model,
 )
+from ulmfit.text.readers import CorpusError
 from ulmfit.training.config import TrainConfig
 
 TINY = AWDLSTMConfig(emb_size=16, hidden_size=24, n_layers=2, drop_mult=0.2)
