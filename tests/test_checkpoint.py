@@ -110,3 +110,36 @@ def test_vocab_transfer_known_rows_exact_unknown_rows_mean() -> None:
     assert torch.allclose(new[1], old.mean(0)) and torch.allclose(new[3], old.mean(0))
     bias, _ = transfer_rows(torch.arange(5.0), old_itos, new_itos)
     assert bias.tolist() == [2.0, 2.0, 0.0, 2.0]
+
+
+def test_export_bf16_shards_round_trip(tmp_path: Path) -> None:
+    from ulmfit.models.io import export_lm
+
+    vocab = tiny_vocab(300)
+    model = AWDLSTMLanguageModel(
+        AWDLSTMConfig(vocab_size=len(vocab), emb_size=64, hidden_size=48, n_layers=2)
+    ).eval()
+    save_lm(tmp_path / "lm", model, vocab)
+    limit = 16 * 1024  # 16 KiB here stands for the 16 MiB of a real export
+    write_dir_atomically(
+        tmp_path / "exp",
+        lambda d: write_lm_files(
+            d, model, vocab, TokenizerConfig(), None, None, torch.bfloat16, limit
+        ),
+    )
+    shards = sorted((tmp_path / "exp").glob("model-*.safetensors"))
+    assert len(shards) > 3
+    # Each shard holds at most `limit` bytes of tensor data (plus a small header).
+    assert all(p.stat().st_size < limit + 2048 for p in shards)
+    assert not (tmp_path / "exp/model.safetensors").exists()
+    loaded = load_lm(tmp_path / "exp")
+    ids = torch.randint(0, len(vocab), (2, 9))
+    ref = model(ids).logits
+    got = loaded.model.eval()(ids).logits
+    torch.testing.assert_close(got, ref, atol=0.05, rtol=0.05)  # bf16 rounding only
+    emb = loaded.model.encoder.embedding.weight
+    assert torch.equal(emb, model.encoder.embedding.weight.to(torch.bfloat16).float())
+    # The command-line export drops the training state and writes 16 MiB shards.
+    export_lm(tmp_path / "lm", tmp_path / "exp2")
+    assert (tmp_path / "exp2/model.safetensors.index.json").exists()
+    assert not (tmp_path / "exp2/training_state.json").exists()

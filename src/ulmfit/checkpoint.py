@@ -91,19 +91,78 @@ def model_state_for_saving(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def save_weights(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -> None:
+def save_weights(
+    path: Path, model: nn.Module, dtype: torch.dtype | None = None, max_shard_bytes: int = 0
+) -> None:
+    """Write the weights as ``path`` (one safetensors file) or, with ``max_shard_bytes``,
+    as ``<stem>-NNNNN.safetensors`` shards plus ``<name>.index.json``.
+
+    Shards keep weights easy to move (e.g. under a file-size limit); a tensor larger than
+    a shard is cut into row blocks, which the index records and loading joins again.
+    """
     state = model_state_for_saving(model)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    save_file(state, str(path), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    if not max_shard_bytes:
+        save_file(state, str(path), metadata=meta)
+        return
+    pieces: list[tuple[str, Tensor]] = []
+    splits: dict[str, int] = {}
+    for name, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if nbytes > max_shard_bytes and t.dim() > 0 and t.size(0) > 1:
+            row_bytes = max(1, nbytes // t.size(0))
+            rows = max(1, max_shard_bytes // row_bytes)
+            blocks = torch.split(t, rows)
+            splits[name] = len(blocks)
+            pieces += [(f"{name}::{i}", b.contiguous()) for i, b in enumerate(blocks)]
+        else:
+            pieces.append((name, t))
+    shards: list[dict[str, Tensor]] = [{}]
+    size = 0
+    for key, t in pieces:
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = t
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fname = f"{path.stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path.parent / fname), metadata=meta)
+        weight_map.update({k: fname for k in shard})
+    index = {"format": FORMAT, "weight_map": weight_map, "splits": splits}
+    atomic_write_text(path.parent / f"{path.name}.index.json", json.dumps(index, indent=1))
+
+
+def _read_state(path: Path) -> dict[str, Tensor]:
+    """One safetensors file, or the shards named by ``<path>.index.json``, joined."""
+    index_path = path.parent / f"{path.name}.index.json"
+    if path.exists():
+        return load_file(str(path))
+    if not index_path.exists():
+        raise CheckpointError(f"{path}: missing weights file (and no {index_path.name})")
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    raw: dict[str, Tensor] = {}
+    for fname in sorted(set(index["weight_map"].values())):
+        shard = path.parent / fname
+        if not shard.exists():
+            raise CheckpointError(f"{shard}: shard listed in {index_path.name} is missing")
+        raw.update(load_file(str(shard)))
+    state = {k: v for k, v in raw.items() if "::" not in k}
+    for name, n in index.get("splits", {}).items():
+        state[name] = torch.cat([raw[f"{name}::{i}"] for i in range(n)])
+    return state
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
     """Load ``path`` into ``model``, checking names and shapes first; names every problem."""
-    if not path.exists():
-        raise CheckpointError(f"{path}: missing weights file")
     try:
-        state = load_file(str(path))
+        state = _read_state(path)
+    except CheckpointError:
+        raise
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     expected = model.state_dict()

@@ -163,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt", type=int, default=70, help="tokens per batch (default 70)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    p = sub.add_parser(
+        "export-lm",
+        help="Copy an LM directory with bf16 weights in shards of at most N MiB.",
+        description="Write a language-model directory for distribution: weights cast to bf16 "
+        "(or fp16/fp32) and split into safetensors shards of at most --max-shard-mib MiB, "
+        "without the training state.",
+    )
+    p.add_argument("src", type=Path, help="language-model directory")
+    p.add_argument("dst", type=Path, help="directory to write")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--max-shard-mib", type=int, default=16, help="largest file (default 16)")
     add_data_parser(sub)
     return parser
 
@@ -255,6 +266,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             args.json.write_text(json.dumps(metrics, indent=2, default=str) + "\n")
             print(f"report: {args.json}")
+        return 0
+    if args.command == "export-lm":
+        from ulmfit.models.io import export_lm
+
+        out = export_lm(args.src, args.dst, args.dtype, args.max_shard_mib)
+        print(f"model directory: {out}")
         return 0
     if args.command == "import-fastai":
         from ulmfit.models.fastai_import import import_fastai

@@ -18,6 +18,7 @@ from ulmfit.checkpoint import (
     read_config,
     save_weights,
     write_config,
+    write_dir_atomically,
 )
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.text.tokenize import TokenizerConfig
@@ -43,13 +44,14 @@ def write_lm_files(
     spm_model: Path | None = None,
     extra: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
+    max_shard_bytes: int = 0,
 ) -> None:
     """Write an LM's files into ``model_dir`` (use inside ``write_dir_atomically``)."""
     if len(vocab) != model.config.vocab_size:
         raise CheckpointError(
             f"{model_dir}: vocab has {len(vocab)} tokens but the model {model.config.vocab_size}"
         )
-    save_weights(model_dir / WEIGHTS_FILE, model, dtype)
+    save_weights(model_dir / WEIGHTS_FILE, model, dtype, max_shard_bytes)
     vocab.save(model_dir / VOCAB_FILE)
     if spm_model is not None and Path(spm_model).resolve() != (model_dir / SPM_FILE).resolve():
         shutil.copyfile(spm_model, model_dir / SPM_FILE)
@@ -87,3 +89,35 @@ def load_lm(model_dir: Path | str, device: torch.device | str = "cpu") -> Loaded
     if tok_cfg.kind == "spm" and not spm.exists():
         raise CheckpointError(f"{spm}: missing SentencePiece model (tokenizer kind is 'spm')")
     return LoadedLM(model.to(device), vocab, tok_cfg, spm if spm.exists() else None, config)
+
+
+def export_lm(
+    src: Path | str, dst: Path | str, dtype: str = "bf16", max_shard_mib: int = 16
+) -> Path:
+    """Copy an LM directory for distribution: weights cast (bf16 halves them) and sharded.
+
+    The training state is left behind: an exported model is for fine-tuning, not resuming.
+    """
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype not in dtypes:
+        raise ValueError(f"export dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    lm = load_lm(src)
+    extra = {
+        k: v
+        for k, v in lm.config.items()
+        if k not in ("format", "format_version", "kind", "model", "tokenizer")
+    }
+    extra["exported"] = {"from": str(src), "dtype": dtype, "max_shard_mib": max_shard_mib}
+    return write_dir_atomically(
+        Path(dst),
+        lambda tmp: write_lm_files(
+            tmp,
+            lm.model,
+            lm.vocab,
+            lm.tokenizer,
+            lm.spm_model,
+            extra,
+            dtypes[dtype],
+            max_shard_mib * 2**20,
+        ),
+    )
