@@ -34,6 +34,7 @@ class TrainConfig:
     log_every: int = 50  # steps between logged (synchronised) loss values
     save_every: int = 0  # steps between resumable checkpoints; 0: at epoch ends only
     max_steps: int = 0  # stop (and save) after this many steps; 0: no limit
+    max_minutes: float = 0.0  # stop (and save) after this much wall time; resume to go on
     progress: bool = True  # progress bar with ETA
     compile: bool = False  # torch.compile the step (GPU; pays off for long runs)
 
@@ -52,6 +53,7 @@ class TrainConfig:
             "log_every": self.log_every >= 1,
             "save_every": self.save_every >= 0,
             "max_steps": self.max_steps >= 0,
+            "max_minutes": self.max_minutes >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -197,6 +197,7 @@ def fit(
 
         write_dir_atomically(Path(out_dir), fill)
 
+    deadline = time.monotonic() + 60 * config.max_minutes if config.max_minutes else None
     autocast = (
         torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     )
@@ -248,11 +249,18 @@ def fit(
                     )
             if at_boundary and config.save_every and state.global_step % config.save_every == 0:
                 save()
-            if at_boundary and config.max_steps and state.global_step >= config.max_steps:
+            out_of_steps = bool(config.max_steps) and state.global_step >= config.max_steps
+            out_of_time = deadline is not None and time.monotonic() > deadline
+            if at_boundary and (out_of_steps or out_of_time):
                 if bar is not None:
                     bar.close()
                 save()
-                log.info("stopped after max_steps=%d", config.max_steps)
+                why = (
+                    f"max_steps={config.max_steps}"
+                    if out_of_steps
+                    else f"max_minutes={config.max_minutes}"
+                )
+                log.info("stopped at step %d (%s); resume to continue", state.global_step, why)
                 return state
         if bar is not None:
             bar.close()
