@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -217,3 +218,40 @@ def test_cli_train_predict_evaluate(tmp_path: Path, wiki_lm: Path, shared_data: 
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nwhat is it ?,HUM\nwho ?,NOPE\n")
     assert main(["-q", "evaluate", str(clf_dir), "--data", str(bad), "--device", "cpu"]) == 2
+
+
+def test_bidirectional_pipeline_reports_the_ensemble(tmp_path: Path, shared_data: Path) -> None:
+    """Forward and backward models on reversed text, their probabilities averaged."""
+    tiny_lm = LMStageConfig(
+        corpus=CorpusConfig(
+            train=(str(shared_data / "wikipedia_en_2015_subset/AA.txt.xz"),),
+            max_docs=10,
+            n_workers=1,
+            cache_dir=str(tmp_path / "cache"),
+        ),
+        model=AWDLSTMConfig(emb_size=16, hidden_size=24, n_layers=2),
+        data=LMDataConfig(bs=16, bptt=20),
+        train=QUICK.replace(max_steps=30),
+        device="cpu",
+    )
+    cfg = PipelineConfig(
+        out_dir=str(tmp_path / "run"),
+        bidirectional=True,
+        pretrain=tiny_lm,
+        finetune_lm=dataclasses.replace(tiny_lm, train=QUICK.replace(max_steps=5)),
+        data=LabelledDataConfig(
+            train=str(shared_data / "trec/train.csv.xz"),
+            test=str(shared_data / "trec/test.csv.xz"),
+            max_train=600,
+        ),
+        classifier=ClassifierTrainConfig(
+            bs=64, stages=(UnfreezeStage(0, 1, 1e-2),), train=QUICK, device="cpu"
+        ),
+    )
+    report = run_pipeline(cfg)
+    assert {"test", "test_backward", "test_ensemble"} <= set(report)
+    bwd = TextClassifier.load(tmp_path / "run/backward/classifier", device="cpu")
+    assert bwd.config.backwards
+    assert bwd.numericalize(["who are you ?"])[0][-1] == bwd.vocab.stoi["xxbos"]  # type: ignore[union-attr]
+    lm_cfg = json.loads((tmp_path / "run/backward/lm_pretrained/config.json").read_text())
+    assert lm_cfg["direction"] == "backward"

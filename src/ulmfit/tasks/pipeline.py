@@ -25,7 +25,7 @@ from ulmfit.config import to_dict
 from ulmfit.data.classification import read_labelled
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.tasks import metrics as M
-from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, ensemble_predict_proba
 from ulmfit.tasks.train_lm import LMStageConfig, train_language_model
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class LabelledDataConfig:
 class PipelineConfig:
     out_dir: str = "runs/pipeline"  # every artifact goes under this directory
     pretrained: str | None = None  # an existing LM directory: skips stage 1
+    bidirectional: bool = False  # also train backward models; report the fwd+bwd ensemble
+    pretrained_backward: str | None = None  # an existing backward LM: skips its stage 1
     pretrain: LMStageConfig = field(default_factory=LMStageConfig)  # stage 1 settings
     finetune_lm: LMStageConfig = field(default_factory=LMStageConfig)  # stage 2 settings
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
@@ -110,41 +112,18 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
             label_sep=data.label_sep,
         )
 
-    # Stage 1: general-domain LM (or the one given).
-    if cfg.pretrained:
-        pretrained = Path(cfg.pretrained)
-        log.info("stage 1 skipped: using pretrained LM %s", pretrained)
-    else:
-        t0 = time.perf_counter()
-        pretrained = train_language_model(
-            dataclasses.replace(cfg.pretrain, out_dir=str(out / "lm_pretrained"))
+    directions = [("", False)] + ([("backward/", True)] if cfg.bidirectional else [])
+    clfs: list[TextClassifier] = []
+    artifacts: dict[str, str] = {}
+    for sub, backwards in directions:
+        given = cfg.pretrained_backward if backwards else cfg.pretrained
+        clf, paths = _run_direction(
+            cfg, out / sub, train, valid, backwards, given, skip_lm_finetuning, times, sub
         )
-        times["pretrain_s"] = time.perf_counter() - t0
-
-    # Stage 2: fine-tune the LM on the target text (training texts + unlabelled files).
-    t0 = time.perf_counter()
-    if skip_lm_finetuning:
-        finetuned = pretrained
-    else:
-        finetuned = _finetune_lm(cfg, out, pretrained, train.texts)
-        times["finetune_lm_s"] = time.perf_counter() - t0
-
-    # Stage 3: the classifier.
-    t0 = time.perf_counter()
-    clf = TextClassifier(finetuned, cfg.classifier)
-    clf.fit(train.texts, train.labels or [], valid=valid, log_dir=out / "classifier_logs")
-    clf.save(out / "classifier")
-    times["classifier_s"] = time.perf_counter() - t0
-
-    report: dict[str, Any] = {
-        "config": to_dict(cfg),
-        "times": times,
-        "artifacts": {
-            "pretrained_lm": str(pretrained),
-            "finetuned_lm": str(finetuned),
-            "classifier": str(out / "classifier"),
-        },
-    }
+        clfs.append(clf)
+        artifacts.update({f"{sub}{k}": v for k, v in paths.items()})
+    clf = clfs[0]
+    report: dict[str, Any] = {"config": to_dict(cfg), "times": times, "artifacts": artifacts}
     if test is not None and test.labels is not None:
         t0 = time.perf_counter()
         report["test"] = evaluate_classifier(
@@ -156,16 +135,73 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         y_tr = clf.labels.encode(train.labels or [], source=data.train)
         y_te = clf.labels.encode(test.labels, source=data.test or "")
         report["baseline"] = M.majority_baseline(y_tr, y_te, cfg.classifier.task)
+        if len(clfs) > 1:
+            report["test_backward"] = evaluate_classifier(clfs[1], test.texts, test.labels, None)
+            report["test_ensemble"] = evaluate_classifier(
+                clfs, test.texts, test.labels, out / "evaluation_ensemble.png"
+            )
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     return report
 
 
-def _finetune_lm(cfg: PipelineConfig, out: Path, pretrained: Path, texts: list[str]) -> Path:
+def _run_direction(
+    cfg: PipelineConfig,
+    out: Path,
+    train: Any,
+    valid: tuple[list[str], Any] | None,
+    backwards: bool,
+    pretrained_dir: str | None,
+    skip_lm_finetuning: bool,
+    times: dict[str, float],
+    prefix: str,
+) -> tuple[TextClassifier, dict[str, str]]:
+    """Stages 1-3 in one reading direction; the backward model reads every text reversed."""
+    stage1 = cfg.pretrain
+    stage2 = cfg.finetune_lm
+    clf_cfg = cfg.classifier
+    if backwards:
+        stage1 = dataclasses.replace(stage1, data=dataclasses.replace(stage1.data, backwards=True))
+        stage2 = dataclasses.replace(stage2, data=dataclasses.replace(stage2.data, backwards=True))
+        clf_cfg = dataclasses.replace(clf_cfg, backwards=True)
+    # Stage 1: general-domain LM (or the one given).
+    if pretrained_dir:
+        pretrained = Path(pretrained_dir)
+        log.info("stage 1 skipped: using pretrained LM %s", pretrained)
+    else:
+        t0 = time.perf_counter()
+        pretrained = train_language_model(
+            dataclasses.replace(stage1, out_dir=str(out / "lm_pretrained"))
+        )
+        times[f"{prefix}pretrain_s"] = time.perf_counter() - t0
+    # Stage 2: fine-tune the LM on the target text (training texts + unlabelled files).
+    t0 = time.perf_counter()
+    if skip_lm_finetuning:
+        finetuned = pretrained
+    else:
+        finetuned = _finetune_lm(cfg, stage2, out, pretrained, train.texts)
+        times[f"{prefix}finetune_lm_s"] = time.perf_counter() - t0
+    # Stage 3: the classifier.
+    t0 = time.perf_counter()
+    clf = TextClassifier(finetuned, clf_cfg)
+    clf.fit(train.texts, train.labels or [], valid=valid, log_dir=out / "classifier_logs")
+    clf.save(out / "classifier")
+    times[f"{prefix}classifier_s"] = time.perf_counter() - t0
+    paths = {
+        "pretrained_lm": str(pretrained),
+        "finetuned_lm": str(finetuned),
+        "classifier": str(out / "classifier"),
+    }
+    return clf, paths
+
+
+def _finetune_lm(
+    cfg: PipelineConfig, stage: LMStageConfig, out: Path, pretrained: Path, texts: list[str]
+) -> Path:
     """Stage 2 on the training texts (one per line) plus any unlabelled files."""
     lm_text = out / "lm_text.txt"
     atomic_write_text(lm_text, "\n".join(_one_line(t) for t in texts) + "\n")
     corpus = dataclasses.replace(
-        cfg.finetune_lm.corpus,
+        stage.corpus,
         train=(str(lm_text), *cfg.data.unlabelled),
         text_column=cfg.data.text_column,
         fmt=None,
@@ -180,12 +216,21 @@ def _finetune_lm(cfg: PipelineConfig, out: Path, pretrained: Path, texts: list[s
 
 
 def evaluate_classifier(
-    clf: TextClassifier, texts: list[str], labels: list[Any], plot: Path | None, source: str = ""
+    clf: TextClassifier | list[TextClassifier],
+    texts: list[str],
+    labels: list[Any],
+    plot: Path | None,
+    source: str = "",
 ) -> dict[str, Any]:
-    """Metrics of ``clf`` on labelled texts (and a PNG of the confusion matrix / per-label F1)."""
+    """Metrics on labelled texts (and a PNG of the confusion matrix / per-label F1).
+
+    A list of classifiers is scored by their averaged probabilities (an ensemble).
+    """
+    models = clf if isinstance(clf, list) else [clf]
+    clf = models[0]
     assert clf.labels is not None
     y = clf.labels.encode(labels, source=source)
-    probs = clf.predict_proba(texts)
+    probs = ensemble_predict_proba(models, texts)
     classes = clf.labels.classes
     if clf.config.task == "multiclass":
         metrics = M.multiclass_metrics(y, probs, classes)
@@ -220,6 +265,11 @@ def report_summary(report: dict[str, Any], task: str) -> str:
                 f"macro-F1: {100 * test['macro_f1']:.2f}  "
                 f"(baseline micro-F1: {100 * base.get('micro_f1', float('nan')):.2f})"
             )
+    ens = report.get("test_ensemble")
+    if ens and task == "multiclass":
+        lines.append(f"forward+backward ensemble test error rate: {100 * ens['error_rate']:.2f}%")
+    elif ens:
+        lines.append(f"forward+backward ensemble test micro-F1: {100 * ens['micro_f1']:.2f}")
     for name, secs in report.get("times", {}).items():
         lines.append(f"{name}: {secs:.1f}")
     for name, path in report.get("artifacts", {}).items():
