@@ -173,7 +173,7 @@ def _build(
     start = time.perf_counter()
     with (
         raw_path.open("wb") as raw,
-        tqdm(unit=" docs", disable=not show_progress, desc="tokenizing") as bar,
+        tqdm(unit=" docs", disable=None if show_progress else True, desc="tokenizing") as bar,
     ):
         for local_itos, local_ids, local_counts, doc_lens in _encoded_chunks(
             texts, tokenizer, n_workers, chunk_size

@@ -337,7 +337,10 @@ def _progress(total: int, initial: int, epoch: int, enabled: bool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", unit="batch", leave=False)
+    # disable=None: a bar on a terminal, none in a log file (where \r updates are noise).
+    return tqdm(
+        total=total, initial=initial, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None
+    )
 
 
 def _fmt(row: Mapping[str, Any]) -> str:
