@@ -271,3 +271,33 @@ def test_cli_pretrain_finetune_evaluate(
     bad_toml.write_text("[train]\nlrr = 1\n")
     assert main(["-q", "pretrain", "--config", str(bad_toml)]) == 2
     assert "lrr" in capsys.readouterr().err
+
+
+def test_sentencepiece_lm_and_finetune(tmp_path: Path, small_text: Path) -> None:
+    """The subword option end to end: the SentencePiece model travels with the weights."""
+    from ulmfit.text.tokenize import TokenizerConfig
+
+    tok = TokenizerConfig(kind="spm", spm_vocab_size=400)
+    pre = train_language_model(
+        stage(
+            tmp_path,
+            [str(small_text)],
+            tokenizer=tok,
+            train=TrainConfig(max_steps=3, progress=False),
+        )
+    )
+    lm = load_lm(pre)
+    assert lm.tokenizer.kind == "spm" and lm.spm_model is not None
+    assert (pre / "spm.model").exists() and len(lm.vocab) == 400
+    assert lm.vocab.itos[:3] == ["xxunk", "xxpad", "xxbos"]
+    ft = stage(
+        tmp_path,
+        [str(small_text)],
+        out_dir=str(tmp_path / "ft"),
+        pretrained=str(pre),
+        train=TrainConfig(max_steps=2, progress=False),
+    )
+    tuned = load_lm(train_language_model(ft))
+    # Subword vocabularies are the SentencePiece model's own: identical, nothing to transfer.
+    assert tuned.vocab.itos == lm.vocab.itos
+    assert tuned.spm_model is not None and tuned.spm_model.read_bytes() == lm.spm_model.read_bytes()
