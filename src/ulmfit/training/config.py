@@ -36,7 +36,6 @@ class TrainConfig:
     max_steps: int = 0  # stop (and save) after this many steps; 0: no limit
     max_minutes: float = 0.0  # stop (and save) after this much wall time; resume to go on
     progress: bool = True  # progress bar with ETA
-    compile: bool = False  # torch.compile the step (GPU; pays off for long runs)
 
     def __post_init__(self) -> None:
         checks = {
