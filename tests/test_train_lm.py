@@ -301,3 +301,31 @@ def test_sentencepiece_lm_and_finetune(tmp_path: Path, small_text: Path) -> None
     # Subword vocabularies are the SentencePiece model's own: identical, nothing to transfer.
     assert tuned.vocab.itos == lm.vocab.itos
     assert tuned.spm_model is not None and tuned.spm_model.read_bytes() == lm.spm_model.read_bytes()
+
+
+def test_every_cli_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+    import typing
+
+    from ulmfit.config import field_docs
+    from ulmfit.tasks.pipeline import ClassifierStageConfig, PipelineConfig
+
+    missing = []
+
+    def walk(cls: type) -> None:
+        docs, hints = field_docs(cls), typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name])
+            elif f.name not in docs:
+                missing.append(f"{cls.__name__}.{f.name}")
+
+    walk(PipelineConfig)
+    walk(ClassifierStageConfig)
+    assert missing == []
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    assert "DropConnect on each layer's hidden-to-hidden weights (default: 0.2)" in " ".join(
+        out.split()
+    )

@@ -29,10 +29,10 @@ from torch import Tensor
 class LMDataConfig:
     """How the token stream is batched."""
 
-    bs: int = 64
-    bptt: int = 70
+    bs: int = 64  # rows of the token stream (sequences per batch)
+    bptt: int = 70  # tokens per batch (back-propagation through time)
     variable_bptt: bool = True  # AWD-LSTM: bptt w.p. 0.95 else bptt/2, then N(., 5), >= 5
-    shuffle_docs: bool = True
+    shuffle_docs: bool = True  # reorder documents each epoch before joining them
     backwards: bool = False  # reversed text, for the backward model of the ensemble
 
     def __post_init__(self) -> None:

@@ -28,17 +28,17 @@ class AWDLSTMConfig:
     """
 
     vocab_size: int = 0  # 0: set from the vocabulary when the model is built
-    emb_size: int = 400
-    hidden_size: int = 1152
-    n_layers: int = 3
-    pad_id: int = 1
-    tie_weights: bool = True
+    emb_size: int = 400  # embedding size (also the last LSTM layer's, for tying)
+    hidden_size: int = 1152  # hidden size of the other LSTM layers
+    n_layers: int = 3  # stacked LSTM layers
+    pad_id: int = 1  # id of xxpad
+    tie_weights: bool = True  # decoder weight = embedding matrix (one tensor)
     input_p: float = 0.25  # locked dropout on the embedding output
     embed_p: float = 0.02  # whole-word dropout on the embedding matrix
     weight_p: float = 0.2  # DropConnect on each layer's hidden-to-hidden weights
     hidden_p: float = 0.15  # locked dropout between LSTM layers
     output_p: float = 0.1  # locked dropout on the last layer's output (LM head input)
-    drop_mult: float = 1.0
+    drop_mult: float = 1.0  # multiplies every dropout probability above
 
     def __post_init__(self) -> None:
         if self.vocab_size < 0:

@@ -13,7 +13,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 class TrainConfig:
     """Optimisation settings. Defaults follow ULMFiT: Adam(W) betas (0.8, 0.99), STLR."""
 
-    epochs: int = 1
+    epochs: int = 1  # passes over the training data
     lr: float = 1e-3  # peak rate of the top layer group
     schedule: str = "stlr"  # stlr | one_cycle | cosine | warmup_cosine | constant
     cut_frac: float = 0.1  # STLR: fraction of steps spent rising
@@ -22,15 +22,15 @@ class TrainConfig:
     warmup_frac: float = 0.1  # warmup_cosine: fraction of steps spent warming up
     disc_factor: float = 2.6  # discriminative LR: each lower group gets lr / disc_factor
     optimizer: str = "adamw"  # adamw | adam (L2 in the gradient)
-    betas: tuple[float, float] = (0.8, 0.99)
-    eps: float = 1e-6
-    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.8, 0.99)  # Adam momenta (ULMFiT's)
+    eps: float = 1e-6  # Adam epsilon
+    weight_decay: float = 0.01  # decoupled (AdamW) or L2 (Adam)
     clip: float = 0.4  # max gradient norm; 0 disables clipping
     alpha: float = 2.0  # AR on the last layer's dropped output
     beta: float = 1.0  # TAR on the last layer's raw output
     precision: Precision = "auto"  # auto: bf16 on a GPU that has it, else fp32
     grad_accum: int = 1  # micro-batches per optimizer step
-    seed: int = 42
+    seed: int = 42  # seeds data order, dropout masks and initialisation
     log_every: int = 50  # steps between logged (synchronised) loss values
     save_every: int = 0  # steps between resumable checkpoints; 0: at epoch ends only
     max_steps: int = 0  # stop (and save) after this many steps; 0: no limit
