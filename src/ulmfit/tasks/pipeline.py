@@ -70,13 +70,16 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         raise ValueError("[data] train: no labelled training file given")
 
     # Read the labelled data first: a bad row fails here, before hours of LM training.
-    train = read_labelled(
-        data.train,
-        text_column=list(data.text_column),
-        label_column=data.label_column,
-        task=cfg.classifier.task,
-        label_sep=data.label_sep,
-    )
+    def read(path: str) -> Any:
+        return read_labelled(
+            path,
+            text_column=list(data.text_column),
+            label_column=data.label_column,
+            task=cfg.classifier.task,
+            label_sep=data.label_sep,
+        )
+
+    train = read(data.train)
     if data.max_train and len(train.texts) > data.max_train:
         log.info(
             "%s: using the first %d of %d training rows (max_train)",
@@ -92,25 +95,13 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         )
     valid = None
     if data.valid:
-        v = read_labelled(
-            data.valid,
-            text_column=list(data.text_column),
-            label_column=data.label_column,
-            task=cfg.classifier.task,
-            label_sep=data.label_sep,
-        )
+        v = read(data.valid)
         if v.labels is None:
             raise ValueError(f"{data.valid}: no labels in column {data.label_column!r}")
         valid = (v.texts, v.labels)
     test = None
     if data.test:
-        test = read_labelled(
-            data.test,
-            text_column=list(data.text_column),
-            label_column=data.label_column,
-            task=cfg.classifier.task,
-            label_sep=data.label_sep,
-        )
+        test = read(data.test)
 
     directions = [("", False)] + ([("backward/", True)] if cfg.bidirectional else [])
     clfs: list[TextClassifier] = []

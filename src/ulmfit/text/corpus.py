@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ulmfit.checkpoint import atomic_write_text
 from ulmfit.text._parallel import chunked, imap_chunks, worker_state
 from ulmfit.text.readers import CorpusError
 from ulmfit.text.tokenize import SPECIAL_TOKENS, TOKENIZER_VERSION, Tokenizer, TokenizerConfig
-from ulmfit.text.vocab import Vocab, atomic_write_text
+from ulmfit.text.vocab import Vocab
 
 log = logging.getLogger(__name__)
 

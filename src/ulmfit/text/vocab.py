@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
@@ -13,24 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from ulmfit.checkpoint import atomic_write_text
 from ulmfit.text.tokenize import SPECIAL_TOKENS
 
 VOCAB_FORMAT = "ulmfit-vocab"
 VOCAB_VERSION = 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sort_by_count(counts: Mapping[str, int]) -> list[str]:
@@ -148,4 +133,4 @@ class Vocab:
             raise ValueError(f"{path}: {e}") from e
 
 
-__all__ = ["Vocab", "atomic_write_text", "sort_by_count"]
+__all__ = ["Vocab", "sort_by_count"]
