@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="multilabel: one threshold for every label")
     p.add_argument("--top-k", type=int, help="multilabel: the k most probable labels instead")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    _add_inference_options(p)
 
     for name, text in (
         ("evaluate", "Score a classifier directory on a labelled file: table, JSON report, PNG."),
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", type=Path, help="write the metrics here (default: print only)")
         p.add_argument("--plot", type=Path, help="confusion matrix / per-label PNG")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        _add_inference_options(p)
 
     p = sub.add_parser(
         "import-fastai",
@@ -176,6 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-mib", type=int, default=16, help="largest file (default 16)")
     add_data_parser(sub)
     return parser
+
+
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    """CPU speed options shared by predict, evaluate and ensemble."""
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="dynamic int8 LSTM and linear layers (CPU only; about 3x faster, "
+        "probabilities change slightly: see benchmarks/RESULTS.md)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's choice, one per core; "
+        "on a machine shared with other jobs, 1 is often faster)",
+    )
+    p.add_argument(
+        "--bs", type=int, help="documents per batch (default: twice the training batch size)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -246,6 +267,9 @@ def _run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             top_k=args.top_k,
             device=args.device,
+            quantize="int8" if args.int8 else None,
+            threads=args.threads,
+            bs=args.bs,
         )
         print(f"{n} predictions written to {args.output}")
         return 0
@@ -261,6 +285,9 @@ def _run(args: argparse.Namespace) -> int:
             label_sep=args.label_sep,
             plot=args.plot,
             device=args.device,
+            quantize="int8" if args.int8 else None,
+            threads=args.threads,
+            bs=args.bs,
         )
         print(table)
         if args.json:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ulmfit.data.classification import read_labelled
+from ulmfit.inference import num_threads
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import TextClassifier, ensemble_predict_proba
 from ulmfit.text.readers import CorpusError, open_text
@@ -90,11 +91,34 @@ def predict_file(
     threshold: float | None = None,
     top_k: int | None = None,
     device: str = "auto",
+    quantize: str | None = None,
+    threads: int | None = None,
+    bs: int | None = None,
 ) -> int:
-    """Stream ``input_path`` through the classifier(s) into ``output_path`` (CSV or JSONL)."""
+    """Stream ``input_path`` through the classifier(s) into ``output_path`` (CSV or JSONL).
+
+    ``quantize="int8"``: dynamic int8 on the CPU; ``threads``: torch CPU threads;
+    ``bs``: documents per batch (default: twice the training batch size).
+    """
+    with num_threads(threads):
+        clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
+        return _predict_file(
+            clfs, input_path, output_path, text_column, chunk, threshold, top_k, bs
+        )
+
+
+def _predict_file(
+    clfs: Sequence[TextClassifier],
+    input_path: Path,
+    output_path: Path,
+    text_column: Sequence[str],
+    chunk: int,
+    threshold: float | None,
+    top_k: int | None,
+    bs: int | None,
+) -> int:
     from tqdm.auto import tqdm
 
-    clfs = [TextClassifier.load(d, device=device) for d in model_dirs]
     main = clfs[0]
     assert main.labels is not None
     classes = main.labels.classes
@@ -113,9 +137,9 @@ def predict_file(
                 writer.writerow(["row", "label", *[f"p_{c}" for c in classes]])
             for texts in _chunks(iter_input_texts(input_path, text_column), chunk):
                 probs = (
-                    ensemble_predict_proba(clfs, texts)
+                    ensemble_predict_proba(clfs, texts, bs)
                     if len(clfs) > 1
-                    else main.predict_proba(texts)
+                    else main.predict_proba(texts, bs)
                 )
                 labels = main.decide(probs, threshold, top_k)
                 for i, (lab, p) in enumerate(zip(labels, probs, strict=True)):
@@ -149,9 +173,15 @@ def evaluate_file(
     label_sep: str | None = None,
     plot: Path | None = None,
     device: str = "auto",
+    quantize: str | None = None,
+    threads: int | None = None,
+    bs: int | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Metrics of one classifier (or the average of several) on a labelled file."""
-    clfs = [TextClassifier.load(d, device=device) for d in model_dirs]
+    """Metrics of one classifier (or the average of several) on a labelled file.
+
+    ``quantize``, ``threads`` and ``bs`` as in :func:`predict_file`.
+    """
+    clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
     main = clfs[0]
     assert main.labels is not None
     task = main.config.task
@@ -163,7 +193,8 @@ def evaluate_file(
         label_sep=label_sep,
     )
     y = main.labels.encode(rows.labels or [], rows=rows.rows, source=str(data))
-    probs = ensemble_predict_proba(clfs, rows.texts)
+    with num_threads(threads):
+        probs = ensemble_predict_proba(clfs, rows.texts, bs)
     classes = main.labels.classes
     if task == "multiclass":
         metrics = M.multiclass_metrics(y, probs, classes)
@@ -175,4 +206,6 @@ def evaluate_file(
         if plot is not None:
             M.plot_per_label(metrics, plot)
     metrics["models"] = [str(d) for d in model_dirs]
+    if quantize is not None:
+        metrics["quantize"] = quantize
     return metrics, M.format_report(metrics, task)

@@ -1,0 +1,183 @@
+"""CPU inference: the shrinking-batch reader, int8 quantisation, edge cases, the CLI flags."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ulmfit.cli.main import main
+from ulmfit.data.classification import ClassificationBatches, LabelEncoder
+from ulmfit.inference import classify_logits, is_quantized, num_threads, quantize_int8
+from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
+from ulmfit.text.vocab import Vocab
+
+FILLER = [
+    *("the", "a", "movie", "film", "plot", "actor", "scene"),
+    *("story", "it", "was", "and", "very", "really"),
+]
+MAX_LEN = 24  # tiny, so that ordinary test documents take the BPT3C prefix path
+
+
+def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Random filler with 'good' / 'bad' somewhere inside: the label is which one."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        words = list(rng.choice(FILLER, size=int(rng.integers(2, 20))))
+        words.insert(int(rng.integers(0, len(words) + 1)), "good" if label == "pos" else "bad")
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny models gain nothing from threads, and on a CPU shared with other jobs torch's
+    # default (one thread per core) can make them tens of times slower.
+    with num_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained() -> TextClassifier:
+    """A tiny classifier trained for a few seconds on the good/bad task (no LM needed)."""
+    torch.manual_seed(0)
+    vocab = Vocab([*SPECIAL_TOKENS, *FILLER, "good", "bad"])
+    enc = AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=32, n_layers=2)
+    enc = enc.replace(drop_mult=0.0)
+    model = TextClassifierModel(ClassifierConfig(n_classes=2, bptt=8, max_len=MAX_LEN, encoder=enc))
+    clf = TextClassifier(None, ClassifierTrainConfig(device="cpu"))
+    clf.model, clf.vocab, clf.tokenizer_config = model, vocab, TokenizerConfig()
+    clf.labels = LabelEncoder.fit(["neg", "pos"], "multiclass")
+    texts, labels = make_texts(256, seed=1)
+    batches = ClassificationBatches(
+        clf.numericalize(texts), clf.labels.encode(labels), 32, train=True, seed=0
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for epoch in range(8):
+        for b in batches.batches(epoch):
+            assert b.y is not None
+            loss = nn.functional.cross_entropy(model(b.x, b.lengths).logits, b.y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return clf
+
+
+def test_the_tiny_model_learned(trained: TextClassifier) -> None:
+    texts, labels = make_texts(100, seed=2)
+    assert np.mean(np.array(trained.predict(texts)) == np.array(labels)) >= 0.9
+
+
+def test_shrinking_reader_matches_the_model() -> None:
+    """classify_logits == model(x).logits, for unsorted rows, prefixes and one-token rows."""
+    torch.manual_seed(0)
+    enc = AWDLSTMConfig(vocab_size=50, emb_size=8, hidden_size=16, n_layers=2)
+    model = TextClassifierModel(ClassifierConfig(n_classes=3, bptt=5, max_len=12, encoder=enc))
+    model.eval()
+    lengths = torch.tensor([3, 40, 1, 12, 13, 7, 25, 0])
+    x = torch.randint(2, 50, (8, 40))
+    x[torch.arange(40)[None] >= lengths[:, None]] = 1
+    with torch.inference_mode():
+        assert torch.allclose(
+            classify_logits(model, x, lengths), model(x, lengths).logits, atol=1e-6
+        )
+
+
+def test_batched_equals_one_at_a_time_fp32(trained: TextClassifier) -> None:
+    texts, _ = make_texts(30, seed=3)
+    texts += ["", " ".join(["good"] + FILLER * 6)]  # empty, and longer than max_len
+    batched = trained.predict_proba(texts)
+    single = np.concatenate([trained.predict_proba([t]) for t in texts])
+    assert np.allclose(batched, single, atol=1e-5)
+    assert np.allclose(trained.predict_proba(texts, bs=4), batched, atol=1e-5)
+
+
+def test_int8_agrees_with_fp32(trained: TextClassifier) -> None:
+    q = TextClassifier(None, trained.config)
+    q.model, q.vocab, q.tokenizer_config = trained.model, trained.vocab, trained.tokenizer_config
+    q.labels = trained.labels
+    q.quantize()
+    assert q.quantized and not trained.quantized  # a copy: the float model is untouched
+    assert q.model is not None
+    for rnn in q.model.encoder.rnns:  # the LSTM the weight-drop wrapper runs was swapped
+        assert type(rnn.lstm).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    texts, _ = make_texts(100, seed=4)
+    p32, p8 = trained.predict_proba(texts), q.predict_proba(texts)
+    assert np.mean(p32.argmax(1) == p8.argmax(1)) >= 0.9
+    assert np.abs(p32 - p8).mean() < 0.05
+
+
+def test_int8_long_and_empty_documents(trained: TextClassifier) -> None:
+    assert trained.model is not None
+    q = quantize_int8(trained.model)
+    assert is_quantized(q) and not is_quantized(trained.model)
+    clf = TextClassifier(None, trained.config)
+    clf.model, clf.vocab, clf.tokenizer_config = q, trained.vocab, trained.tokenizer_config
+    clf.labels = trained.labels
+    long_doc = " ".join([*FILLER * 8, "bad"])  # ~100 tokens: prefix read packed, int8 LSTM
+    assert len(clf.numericalize([long_doc])[0]) > 3 * MAX_LEN
+    texts = [long_doc, "", "good movie"]
+    probs = clf.predict_proba(texts)
+    assert probs.shape == (3, 2) and np.isfinite(probs).all()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.allclose(probs, trained.predict_proba(texts), atol=0.1)
+    single = np.concatenate([clf.predict_proba([t]) for t in texts])
+    # int8 activations are scaled per batch, so a document's probabilities move a little.
+    assert np.allclose(single, probs, atol=0.1)
+    assert (single.argmax(1) == probs.argmax(1)).all()
+    assert clf.embed(texts).shape == (3, 3 * 16)
+
+
+def test_empty_inputs(trained: TextClassifier) -> None:
+    assert trained.predict([]) == []
+    assert trained.predict_proba([]).shape == (0, 2)
+    assert trained.embed([]).shape == (0, 3 * 16)
+
+
+def test_load_int8_save_refused_and_cli(trained: TextClassifier, tmp_path: Path) -> None:
+    trained.save(tmp_path / "clf")
+    with pytest.raises(ValueError, match="must be one of"):
+        TextClassifier.load(tmp_path / "clf", quantize="int4")
+    q = TextClassifier.load(tmp_path / "clf", quantize="int8")
+    assert q.quantized and q.device.type == "cpu"
+    with pytest.raises(RuntimeError, match="cannot be saved"):
+        q.save(tmp_path / "q")
+    texts, labels = make_texts(20, seed=5)
+    with (tmp_path / "in.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels, strict=True))
+    rc = main(
+        ["predict", str(tmp_path / "clf"), "-i", str(tmp_path / "in.csv"), "-o",
+         str(tmp_path / "out.csv"), "--int8", "--threads", "1", "--bs", "8"]
+    )  # fmt: skip
+    assert rc == 0
+    with (tmp_path / "out.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    expected = q.predict_proba(texts, bs=8)
+    got = np.array([[float(r["p_neg"]), float(r["p_pos"])] for r in rows])
+    assert np.allclose(got, expected, atol=1e-5)
+    rc = main(["evaluate", str(tmp_path / "clf"), "--data", str(tmp_path / "in.csv"), "--int8"])
+    assert rc == 0
+
+
+def test_num_threads_restores() -> None:
+    before = torch.get_num_threads()
+    with num_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError), num_threads(0):
+        pass
