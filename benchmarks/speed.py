@@ -1,0 +1,597 @@
+"""Tokenisation and inference speed: ours against the usual alternatives, side by side.
+
+Every comparison runs its systems in the same process, alternating them over
+``--rounds`` rounds (the order reversed every other round), so a shared or throttled
+machine slows them alike; rates are total documents (or tokens) over total time.
+
+Rows (one table, printed last):
+
+* **tokenisation, one core**: our :class:`~ulmfit.text.tokenize.WordTokenizer` against
+  the fastai-style spaCy path (the same pre rules, ``spacy.blank("en").tokenizer``, the
+  same caps/lowercase post rules, ``xxbos``). The spaCy row needs spaCy importable, e.g.
+  run this script with a throwaway venv's Python (spaCy is not a project dependency)::
+
+      python -m venv /tmp/spacyenv --system-site-packages
+      /tmp/spacyenv/bin/pip install spacy
+      PYTHONPATH=src /tmp/spacyenv/bin/python benchmarks/speed.py
+
+* **CPU inference, IMDb reviews** with a classifier of the paper's sizes (emb 400,
+  hidden 1152, 3 layers; random weights, which do not change speed): the naive loop
+  ``[clf.predict_proba([t]) for t in texts]`` against ``clf.predict_proba(texts)`` in
+  float32 and in int8, for each ``--threads`` setting.
+* **trained classifier** (``--trec-model``, the demo's TREC-6 classifier): test accuracy
+  in float32 and int8, their agreement, docs/s on TREC's short questions, and the time
+  from ``TextClassifier.load`` to the first prediction.
+* **GPU** (only with CUDA): classifier inference and training docs/s and peak memory.
+  LM training throughput has its own benchmark, ``benchmarks/lm_throughput.py``.
+
+IMDb's test file is sorted by label, so the benchmark takes half its documents from
+each end. The table is appended to ``benchmarks/RESULTS.md`` with the command, date and
+hardware (``--no-write`` to skip)::
+
+    PYTHONPATH=src python benchmarks/speed.py                 # ~8 min on 2 busy cores
+    PYTHONPATH=src python benchmarks/speed.py --docs 16 --rounds 1 --no-write  # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import lzma
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ulmfit.data.classification import ClassificationBatches, LabelEncoder, read_labelled
+from ulmfit.inference import num_threads, quantize_int8
+from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+from ulmfit.text.tokenize import BOS, PRE_RULES, TokenizerConfig, WordTokenizer, _case_rules
+from ulmfit.text.vocab import Vocab
+
+REPO = Path(__file__).resolve().parents[1]
+FASTAI_TOKENS_PER_S = 113_000  # shared/docs/CPU_ANCHORS.md, section 1
+
+
+@dataclass
+class Row:
+    section: str
+    measurement: str
+    system: str
+    value: str
+    ratio: str = ""
+    notes: str = ""
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def imdb_texts(data: Path, n: int) -> list[str]:
+    """``n`` IMDb test reviews, half from each end of the label-sorted file."""
+    with lzma.open(data / "imdb/test.csv.xz", "rt", encoding="utf-8", newline="") as f:
+        texts = [r["text"] for r in csv.DictReader(f)]
+    half = n // 2
+    neg, pos = texts[:half], texts[len(texts) - (n - half) :]
+    # Interleave them so that any prefix of the list is mixed too.
+    return [t for pair in zip(neg, pos, strict=False) for t in pair] + pos[len(neg) :]
+
+
+def timed_rounds(
+    systems: Sequence[tuple[str, Callable[[], Any]]],
+    rounds: int,
+    setup: dict[str, Callable[[], Any]] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per run of each system, alternating (reversed order every other round).
+
+    ``setup[name]`` runs before each run of ``name``, off the clock.
+    """
+    times: dict[str, list[float]] = {name: [] for name, _ in systems}
+    for r in range(rounds):
+        for name, fn in systems if r % 2 == 0 else list(reversed(systems)):
+            if setup and name in setup:
+                setup[name]()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def spread(seconds: list[float], amount: float) -> str:
+    rates = [amount / s for s in seconds]
+    return f"runs {min(rates):,.3g}-{max(rates):,.3g}" if len(rates) > 1 else ""
+
+
+# -- tokenisation -------------------------------------------------------------------------
+
+
+class SpacyRulesTokenizer:
+    """fastai's word pipeline rebuilt around spaCy, with our rules around its splitter.
+
+    Pre rules on the string (all five, as fastai runs them), ``spacy.blank("en")``'s
+    tokenizer, whitespace tokens dropped (ours drops them too), our caps/lowercase post
+    rules, ``xxbos``: the same output as ours up to how the two splitters cut words, so
+    the comparison is splitter against splitter with everything else equal.
+    ``rules=False`` times spaCy's tokenizer alone.
+    """
+
+    def __init__(self, rules: bool = True) -> None:
+        import spacy  # only in a throwaway venv: not a project dependency
+
+        self.spacy = spacy
+        self.rules = rules
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh tokenizer: spaCy caches the chunks it has split, so each run starts cold,
+        as a pass over a new corpus does."""
+        self.tokenizer = self.spacy.blank("en").tokenizer
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        if not self.rules:
+            return [[t.text for t in doc] for doc in self.tokenizer.pipe(texts, batch_size=1000)]
+        pre = []
+        for text in texts:
+            for rule in PRE_RULES:
+                text = rule(text)
+            pre.append(text)
+        return [
+            [BOS, *_case_rules([t.text for t in doc if not t.is_space])]
+            for doc in self.tokenizer.pipe(pre, batch_size=1000)
+        ]
+
+
+def tokenisation_rows(texts: list[str], rounds: int) -> list[Row]:
+    sec = "tokenisation, 1 core"
+    what = f"tokens/s, {len(texts)} IMDb reviews"
+    ours = WordTokenizer()
+    systems: list[tuple[str, Callable[[], Any]]] = [("ours", lambda: [ours(t) for t in texts])]
+    counts = {"ours": sum(len(ours(t)) for t in texts)}
+    setup: dict[str, Callable[[], Any]] = {}
+    version = None
+    for name, rules in (("spacy_rules", True), ("spacy_alone", False)):
+        try:
+            tok = SpacyRulesTokenizer(rules)
+        except ImportError:
+            break
+        version = tok.spacy.__version__
+        counts[name] = sum(len(d) for d in tok.tokenize(texts))
+        systems.append((name, lambda tok=tok: tok.tokenize(texts)))  # type: ignore[misc]
+        setup[name] = tok.reset
+    times = timed_rounds(systems, rounds, setup)
+    rate = {k: counts[k] * len(v) / sum(v) for k, v in times.items()}
+    per_doc = {k: f"{counts[k] / len(texts):.0f} tokens/doc" for k in counts}
+    rows = [
+        Row(
+            sec,
+            what,
+            "ours: rules + one regex (WordTokenizer)",
+            f"{rate['ours']:,.0f}",
+            "",
+            f"{per_doc['ours']}; {spread(times['ours'], counts['ours'])}",
+        )
+    ]
+    if version is None:
+        rows.append(
+            Row(sec, what, "spaCy blank en + same rules", "not measured", "", "spaCy not installed")
+        )
+    else:
+        docs_ratio = sum(times["spacy_rules"]) / sum(times["ours"])
+        rows[0].ratio = (
+            f"{rate['ours'] / rate['spacy_rules']:.1f}x spaCy + rules (docs/s {docs_ratio:.1f}x); "
+            f"{rate['ours'] / rate['spacy_alone']:.1f}x spaCy alone"
+        )
+        rows += [
+            Row(
+                sec,
+                what,
+                f"spaCy {version} blank en tokenizer + the same rules (fastai's pipeline)",
+                f"{rate['spacy_rules']:,.0f}",
+                "1.0x",
+                f"{per_doc['spacy_rules']}; cold cache each run; "
+                f"{spread(times['spacy_rules'], counts['spacy_rules'])}",
+            ),
+            Row(
+                sec,
+                what,
+                f"spaCy {version} blank en tokenizer alone (no rules)",
+                f"{rate['spacy_alone']:,.0f}",
+                "",
+                f"{per_doc['spacy_alone']} (keeps whitespace tokens); cold cache each run",
+            ),
+        ]
+    rows.append(
+        Row(
+            sec,
+            "tokens/s, 5000 IMDb train reviews",
+            "fastai 2.8.12 default (spaCy + rules), shared/docs/CPU_ANCHORS.md",
+            f"{FASTAI_TOKENS_PER_S:,}",
+            f"ours {rate['ours'] / FASTAI_TOKENS_PER_S:.1f}x",
+            "another run on this kind of machine, not side by side: a reference only",
+        )
+    )
+    return rows
+
+
+# -- CPU inference -----------------------------------------------------------------------
+
+
+def paper_classifier(texts: Sequence[str], sizes: str) -> TextClassifier:
+    """A random-weights ULMFiT classifier of the paper's sizes, vocabulary from ``texts``."""
+    tok = WordTokenizer()
+    counts = Counter(t for text in texts for t in tok(text))
+    vocab = Vocab.from_counts(counts, max_size=60000, min_freq=1)
+    if sizes == "paper":
+        enc = AWDLSTMConfig(vocab_size=len(vocab), emb_size=400, hidden_size=1152, n_layers=3)
+    else:  # a quick check of the script itself
+        enc = AWDLSTMConfig(vocab_size=len(vocab), emb_size=64, hidden_size=256, n_layers=3)
+    torch.manual_seed(0)
+    model = TextClassifierModel(ClassifierConfig(n_classes=2, encoder=enc))
+    clf = TextClassifier(None, ClassifierTrainConfig(device="cpu"))
+    clf.model, clf.vocab, clf.tokenizer_config = model.eval(), vocab, TokenizerConfig()
+    clf.labels = LabelEncoder.fit(["neg", "pos"], "multiclass")
+    return clf
+
+
+def quantized_copy(clf: TextClassifier) -> TextClassifier:
+    assert clf.model is not None
+    q = TextClassifier(None, clf.config)
+    q.vocab, q.tokenizer_config, q.labels = clf.vocab, clf.tokenizer_config, clf.labels
+    q.model = quantize_int8(clf.model)
+    return q
+
+
+def naive(clf: TextClassifier, texts: Sequence[str]) -> np.ndarray:
+    """What a user writes first: one document per call."""
+    return np.concatenate([clf.predict_proba([t]) for t in texts])
+
+
+def inference_rows(
+    section: str, clf: TextClassifier, texts: list[str], rounds: int, threads: int
+) -> tuple[list[Row], dict[str, np.ndarray]]:
+    q = quantized_copy(clf)
+    n = len(texts)
+    probs: dict[str, np.ndarray] = {}
+
+    def run(name: str, fn: Callable[[], np.ndarray]) -> Callable[[], None]:
+        def go() -> None:
+            probs[name] = fn()
+
+        return go
+
+    with num_threads(threads):
+        clf.predict_proba(texts[:2])  # first-call set-up (oneDNN primitives) out of the clock
+        q.predict_proba(texts[:2])
+        times = timed_rounds(
+            [
+                ("naive", run("naive", lambda: naive(clf, texts))),
+                ("fp32", run("fp32", lambda: clf.predict_proba(texts))),
+                ("int8", run("int8", lambda: q.predict_proba(texts))),
+            ],
+            rounds,
+        )
+    rate = {k: n * len(v) / sum(v) for k, v in times.items()}
+    what = f"docs/s, {threads} thread{'s' if threads > 1 else ''}"
+    diff = float(np.abs(probs["fp32"] - probs["naive"]).max())
+    agree = float(np.mean(probs["int8"].argmax(1) == probs["fp32"].argmax(1)))
+    rows = [
+        Row(
+            section,
+            what,
+            "naive: predict_proba([text]) per document, fp32",
+            f"{rate['naive']:.2f}",
+            "1.0x",
+            spread(times["naive"], n),
+        ),
+        Row(
+            section,
+            what,
+            "ours: predict_proba(texts), fp32 (sorted batches of 128, finished rows leave)",
+            f"{rate['fp32']:.2f}",
+            f"{rate['fp32'] / rate['naive']:.2f}x naive",
+            f"max |p - p_naive| {diff:.1e}; {spread(times['fp32'], n)}",
+        ),
+        Row(
+            section,
+            what,
+            "ours: predict_proba(texts), int8 (batches of 32)",
+            f"{rate['int8']:.2f}",
+            f"{rate['int8'] / rate['naive']:.2f}x naive, {rate['int8'] / rate['fp32']:.2f}x fp32",
+            f"same label as fp32 on {agree:.1%}; {spread(times['int8'], n)}",
+        ),
+    ]
+    return rows, probs
+
+
+def trained_rows(model_dir: Path, data: Path, rounds: int, threads: int) -> list[Row]:
+    shown = model_dir.relative_to(REPO) if model_dir.is_relative_to(REPO) else model_dir
+    sec = f"trained TREC-6 classifier ({shown})"
+    if not (model_dir / "config.json").exists():
+        return [
+            Row(
+                sec,
+                "int8 accuracy change",
+                "-",
+                "not measured",
+                "",
+                f"{model_dir} missing: run `PYTHONPATH=src python -m ulmfit.cli.main run "
+                "configs/demo_trec.toml` first",
+            )
+        ]
+    rows_ = read_labelled(data / "trec/test.csv.xz", text_column="text")
+    texts, y = rows_.texts, np.array(rows_.labels)
+    rows: list[Row] = []
+    with num_threads(threads):
+        # Load to first prediction: what a command-line call pays before any output.
+        latency: dict[str, list[tuple[float, float, float]]] = {"fp32": [], "int8": []}
+        for _ in range(max(rounds, 2)):
+            for name, qz in (("fp32", None), ("int8", "int8")):
+                t0 = time.perf_counter()
+                c = TextClassifier.load(model_dir, device="cpu", quantize=qz)
+                t1 = time.perf_counter()
+                c.predict([texts[0]])
+                t2 = time.perf_counter()
+                c.predict([texts[1]])
+                t3 = time.perf_counter()
+                latency[name].append((t1 - t0, t2 - t1, t3 - t2))
+        clf = TextClassifier.load(model_dir, device="cpu")
+        q = TextClassifier.load(model_dir, device="cpu", quantize="int8")
+        probs: dict[str, np.ndarray] = {}
+        times = timed_rounds(
+            [
+                ("naive", lambda: probs.__setitem__("naive", naive(clf, texts))),
+                ("fp32", lambda: probs.__setitem__("fp32", clf.predict_proba(texts))),
+                ("int8", lambda: probs.__setitem__("int8", q.predict_proba(texts))),
+            ],
+            rounds,
+        )
+    n = len(texts)
+    rate = {k: n * len(v) / sum(v) for k, v in times.items()}
+    assert clf.labels is not None
+    classes = np.array(clf.labels.classes)
+    acc = {k: float(np.mean(classes[p.argmax(1)] == y)) for k, p in probs.items()}
+    agree = float(np.mean(probs["int8"].argmax(1) == probs["fp32"].argmax(1)))
+    pdiff = np.abs(probs["int8"] - probs["fp32"])
+    what = f"TREC-6 test ({n} questions), {threads} thread{'s' if threads > 1 else ''}"
+    rows.append(
+        Row(
+            sec,
+            f"accuracy, {what}",
+            "fp32 -> int8",
+            f"{100 * acc['fp32']:.1f}% -> {100 * acc['int8']:.1f}%",
+            f"{100 * (acc['int8'] - acc['fp32']):+.1f} points",
+            f"same label on {agree:.1%}; |p_int8 - p_fp32| mean {pdiff.mean():.4f}, "
+            f"max {pdiff.max():.3f}",
+        )
+    )
+    for name, label in (
+        ("naive", "naive: one document per call, fp32"),
+        ("fp32", "ours: batched, fp32"),
+        ("int8", "ours: batched, int8"),
+    ):
+        rows.append(
+            Row(
+                sec,
+                f"docs/s, {what}",
+                label,
+                f"{rate[name]:,.0f}",
+                f"{rate[name] / rate['naive']:.1f}x naive",
+                spread(times[name], n),
+            )
+        )
+    for name in ("fp32", "int8"):
+        med = [statistics.median(x[i] for x in latency[name]) for i in range(3)]
+        rows.append(
+            Row(
+                sec,
+                "seconds: load, 1st predict, 2nd predict (1 question)",
+                name,
+                f"{med[0]:.3f} / {med[1]:.4f} / {med[2]:.4f}",
+                "",
+                "median of runs; nothing is compiled, so the first call costs about the second",
+            )
+        )
+    return rows
+
+
+# -- GPU -------------------------------------------------------------------------------
+
+
+def gpu_rows(texts: list[str], sizes: str, rounds: int) -> list[Row]:
+    """Classifier inference and training on CUDA, with peak memory (paper sizes)."""
+    sec = "GPU"
+    if not torch.cuda.is_available():
+        return [Row(sec, "all", "-", "not measured", "", "no CUDA device here")]
+    dev = torch.device("cuda")
+    clf = paper_classifier(texts, sizes)
+    assert clf.model is not None
+    clf.model.to(dev)
+    rows: list[Row] = []
+    n = len(texts)
+
+    def sync_run(fn: Callable[[], Any]) -> Callable[[], None]:
+        def go() -> None:
+            fn()
+            torch.cuda.synchronize()
+
+        return go
+
+    for precision in ("fp32", "bf16"):
+        ctx = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            clf.predict_proba(texts[:64])
+            torch.cuda.reset_peak_memory_stats()
+            times = timed_rounds([("infer", sync_run(lambda: clf.predict_proba(texts)))], rounds)
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        rows.append(
+            Row(
+                sec,
+                f"inference docs/s ({n} IMDb reviews, batches of 128)",
+                f"ours, {precision}",
+                f"{n * len(times['infer']) / sum(times['infer']):,.0f}",
+                "",
+                f"peak {peak:,.0f} MiB",
+            )
+        )
+    # Training: full forward/backward/AdamW steps on length-sorted batches of 64.
+    model = clf.model.train()
+    docs = clf.numericalize(texts)
+    y = np.arange(n) % 2
+    batches = ClassificationBatches(docs, y, 64, train=True, seed=0, device=dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def epoch() -> None:
+        for b in batches.batches(0):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(b.x, b.lengths)
+            assert b.y is not None
+            loss = loss_fn(out.logits.float(), b.y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            opt.step()
+
+    sync_run(epoch)()  # warm-up
+    torch.cuda.reset_peak_memory_stats()
+    times = timed_rounds([("train", sync_run(epoch))], rounds)
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    rows.append(
+        Row(
+            sec,
+            f"classifier training docs/s ({n} IMDb reviews, batches of 64)",
+            "ours, bf16 autocast, AdamW",
+            f"{n * len(times['train']) / sum(times['train']):,.0f}",
+            "",
+            f"peak {peak:,.0f} MiB; LM training: benchmarks/lm_throughput.py",
+        )
+    )
+    return rows
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def progress(msg: str) -> None:
+    print(f"[speed] {msg} ...", file=sys.stderr, flush=True)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    head = ["section", "measurement", "system", "value", "ratio", "notes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.section, r.measurement, r.system, r.value, r.ratio, r.notes]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    hw = f"{cpu} x{os.cpu_count()}, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        hw += f", {torch.cuda.get_device_name(0)}"
+    return hw
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_data = os.environ.get("ULMFIT_DATA", str(REPO.parent / "shared" / "data"))
+    p.add_argument("--data", type=Path, default=Path(default_data), help="shared datasets")
+    p.add_argument("--tok-docs", type=int, default=2000, help="IMDb reviews for tokenisation")
+    p.add_argument(
+        "--docs",
+        type=int,
+        default=128,
+        help="IMDb reviews for CPU inference (default 128: the naive loop takes ~1 min "
+        "per round on one busy EPYC core)",
+    )
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per comparison")
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="torch CPU threads for the inference rows (default 1: per core)",
+    )
+    p.add_argument("--sizes", choices=["paper", "small"], default="paper")
+    p.add_argument(
+        "--trec-model",
+        type=Path,
+        default=REPO / "runs/demo_trec/classifier",
+        help="trained classifier for the int8 accuracy rows",
+    )
+    p.add_argument("--gpu-docs", type=int, default=2048, help="IMDb reviews for the GPU rows")
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks/RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data: Path = args.data
+    rows: list[Row] = []
+    t0 = time.perf_counter()
+    tok_texts = imdb_texts(data, args.tok_docs)
+    progress("tokenisation")
+    rows += tokenisation_rows(tok_texts, max(args.rounds, 3))
+    texts = imdb_texts(data, args.docs)
+    clf = paper_classifier(tok_texts, args.sizes)
+    assert clf.model is not None
+    enc = clf.model.config.encoder
+    lengths = [len(d) for d in clf.numericalize(texts)]
+    sec = (
+        f"CPU inference, {enc.emb_size}/{enc.hidden_size}x{enc.n_layers} classifier, "
+        f"{len(texts)} IMDb reviews ({np.mean(lengths):.0f} tokens mean, {max(lengths)} max)"
+    )
+    for threads in args.threads:
+        progress(f"CPU inference, {threads} thread(s)")
+        rows += inference_rows(sec, clf, texts, args.rounds, threads)[0]
+    progress("trained classifier")
+    rows += trained_rows(args.trec_model, data, args.rounds, args.threads[0])
+    if torch.cuda.is_available():
+        progress("GPU")
+        rows += gpu_rows(imdb_texts(data, args.gpu_docs), args.sizes, args.rounds)
+    else:
+        rows.append(Row("GPU", "all", "-", "not measured", "", "no CUDA device here"))
+    table = markdown_table(rows)
+    took = time.perf_counter() - t0
+    if not args.no_write:
+        # A venv's interpreter (e.g. one with spaCy) is named in full: it changes the rows.
+        python = sys.executable if sys.prefix != sys.base_prefix else "python"
+        cmd = " ".join(["PYTHONPATH=src", python, *map(shlex.quote, sys.argv)])
+        when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        with args.results.open("a", encoding="utf-8") as f:
+            f.write(
+                f"\n## speed.py: tokenisation and inference, {when}\n\n"
+                f"`{cmd}`  \nHardware: {hardware()}; took {took:.0f} s\n\n{table}\n"
+            )
+    print(f"\n{hardware()}; took {took:.0f} s\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
