@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import lzma
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ulmfit.data.classification import (
     ClassificationBatches,
     LabelEncoder,
     LabelledTexts,
+    iter_texts,
     read_labelled,
     stratified_split,
 )
@@ -115,6 +117,48 @@ def test_unlabelled_input(tmp_path: Path) -> None:
     j = write(tmp_path / "u.jsonl", '{"text": "a"}\n{"text": "b"}\n')
     assert read_labelled(j, require_labels=False).labels is None
     assert read_labelled(j, label_column=None).labels is None
+
+
+def test_iter_texts_reads_what_read_labelled_reads(tmp_path: Path) -> None:
+    """Prediction input follows the training reader's rules, record for record."""
+    # TSV unquoted: a '"' is a character and a '"' at a cell start swallows no lines.
+    tsv = write(tmp_path / "d.tsv", 'text\tlabel\nsay "hi\ta\n"so-called" news\tb\n\nlast\ta\n')
+    csv_ = write(tmp_path / "d.csv", '\ufefftitle,body,label\n"one, two",x,a\n,,b\n')
+    jsonl = write(tmp_path / "d.jsonl", '{"text": "a", "label": "x"}\n\n{"text": null}\n')
+    for path, cols in ((tsv, ["text"]), (csv_, ["title", "body"]), (jsonl, ["text"])):
+        ref = read_labelled(path, text_column=cols, require_labels=False)
+        assert list(iter_texts(path, text_column=cols)) == list(
+            zip(ref.rows, ref.texts, strict=True)
+        )
+    assert [t for _, t in iter_texts(tsv)] == ['say "hi', '"so-called" news', "last"]
+    assert [t for _, t in iter_texts(csv_, text_column=["title", "body"])][1] == (
+        "xxfld 1  xxfld 2 "
+    )
+    txt = write(tmp_path / "d.txt", "first\r\n\nthird\n")  # every line, empty ones too
+    assert list(iter_texts(txt)) == [(1, "first"), (2, ""), (3, "third")]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        (
+            "x.jsonl",
+            '{"text": "ok"}\n{"text": 0}\n',
+            "line 2: text field 'text' is not a string: 0",
+        ),
+        ("x.jsonl", '{"text": "ok"}\n[1, 2]\n', "line 2: expected a JSON object, got list"),
+        ("x.jsonl", '{"body": "ok"}\n', "line 1: no text field 'text'; the record has 'body'"),
+        ("x.csv", "text,label\na,b\nc,d,e\n", "line 3: 3 fields but the header has 2"),
+        ("x.tsv", "text\tlabel\na\n", "line 2: 1 fields but the header has 2"),
+        ("x.csv", "body,label\na,b\n", "line 1: no text column 'text'; the header has 'body'"),
+    ],
+)
+def test_iter_texts_errors_name_file_and_line(
+    tmp_path: Path, name: str, content: str, error: str
+) -> None:
+    path = write(tmp_path / name, content)
+    with pytest.raises(CorpusError, match=f"^{re.escape(f'{path}: {error}')}"):
+        list(iter_texts(path))
 
 
 def test_empty_text_is_kept_with_a_warning(

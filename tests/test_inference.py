@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from ulmfit.data.classification import ClassificationBatches, LabelEncoder
 from ulmfit.inference import classify_logits, is_quantized, num_threads, quantize_int8
 from ulmfit.models.awd_lstm import AWDLSTMConfig
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
-from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, ensemble_predict_proba
+from ulmfit.tasks.predict import predict_file
 from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
 from ulmfit.text.vocab import Vocab
 
@@ -172,6 +175,62 @@ def test_load_int8_save_refused_and_cli(trained: TextClassifier, tmp_path: Path)
     assert np.allclose(got, expected, atol=1e-5)
     rc = main(["evaluate", str(tmp_path / "clf"), "--data", str(tmp_path / "in.csv"), "--int8"])
     assert rc == 0
+
+
+def test_ensemble_is_the_mean_and_embed_is_the_pooled_vector(trained: TextClassifier) -> None:
+    other = copy.deepcopy(trained)  # a second, different classifier with the same labels
+    assert other.model is not None and trained.model is not None
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in other.model.head.parameters():
+            p.add_(torch.randn_like(p))
+    texts, _ = make_texts(12, seed=6)
+    texts += ["", " ".join(FILLER * 4)]  # empty, and longer than max_len
+    a, b = trained.predict_proba(texts), other.predict_proba(texts)
+    assert np.abs(a - b).max() > 0.05
+    assert np.allclose(
+        ensemble_predict_proba([trained, other], texts, bs=5), (a + b) / 2, atol=1e-6
+    )
+
+    model = trained.model.eval()
+    expected = []
+    with torch.inference_mode():
+        for doc in trained.numericalize(texts):  # one at a time, through forward()
+            x = torch.from_numpy(doc)[None] if len(doc) else torch.ones(1, 1, dtype=torch.long)
+            expected.append(model(x, torch.tensor([max(len(doc), 1)])).pooled[0].numpy())
+    assert np.allclose(trained.embed(texts, bs=5), np.stack(expected), atol=1e-5)
+
+
+def test_predict_reads_input_by_the_training_rules(
+    trained: TextClassifier, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trained.save(tmp_path / "clf")
+    # TSV without quoting: the '"' opens no quoted field that would swallow lines.
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text('text\tlabel\n"good" movie\tpos\nthe "plot\tneg\nbad film\tneg\n')
+    out = tmp_path / "out.jsonl"
+    assert predict_file([tmp_path / "clf"], tsv, out, device="cpu") == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = trained.predict_proba(['"good" movie', 'the "plot', "bad film"])
+    got = np.array([[r["probs"]["neg"], r["probs"]["pos"]] for r in rows])
+    assert np.allclose(got, expected, atol=1e-6)
+    assert "doc/s" not in capsys.readouterr().err  # no progress bar off a terminal
+    for name, content, error in (
+        (
+            "bad.jsonl",
+            '{"text": "good"}\n{"text": 0}\n',
+            "line 2: text field 'text' is not a string",
+        ),
+        (
+            "bad.csv",
+            "text,label\ngood,pos\nbad,neg,extra\n",
+            "line 3: 3 fields but the header has 2",
+        ),
+    ):
+        (tmp_path / name).write_text(content)
+        args = ["predict", str(tmp_path / "clf"), "-i", str(tmp_path / name), "-o", str(out)]
+        assert main([*args, "--device", "cpu"]) == 2
+        assert f"{tmp_path / name}: {error}" in capsys.readouterr().err
 
 
 def test_num_threads_restores() -> None:

@@ -219,10 +219,9 @@ def read_labelled(
         if task != "multiclass":
             raise CorpusError(f"{path}: the folder-per-class layout is multiclass only")
         _read_folder(reader)
-    elif fmt == "jsonl":
-        _read_jsonl(reader)
     else:
-        _read_delimited(reader, "\t" if fmt == "tsv" else ",")
+        for row, fields, label in _iter_records(reader, fmt):
+            reader.add(row, fields, label)
 
     labels: list[Any] | None = reader.labels if reader.label_column is not None else None
     if labels is not None:
@@ -237,6 +236,44 @@ def read_labelled(
             len(reader.texts),
         )
     return LabelledTexts(reader.texts, labels, reader.source, reader.rows)
+
+
+TEXT_FORMATS = ("csv", "tsv", "jsonl", "txt")
+
+
+def iter_texts(
+    path: str | Path, *, text_column: str | Sequence[str] = "text", fmt: str | None = None
+) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of every record of an unlabelled file, streaming, in file order.
+
+    CSV/TSV/JSONL records follow :func:`read_labelled`'s rules exactly (what a model
+    is trained on is what it predicts on): TSV is unquoted, a record whose field count
+    differs from the header's is an error, a JSON text must be a string (or null), and
+    several columns are joined with ``xxfld``. A label column, if any, is ignored.
+    ``txt``: one document per line. Empty texts are kept. ``fmt`` defaults to the
+    suffix (``.txt``: txt). Raises :class:`CorpusError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file or directory")
+    if path.is_dir():
+        raise CorpusError(f"{path}: a folder; expected a {'/'.join(TEXT_FORMATS)} file")
+    if fmt is None:
+        is_txt = Path(strip_compression(path.name).lower()).suffix == ".txt"
+        fmt = "txt" if is_txt else detect_format(path)
+    if fmt not in TEXT_FORMATS:
+        raise CorpusError(f"{path}: unknown format {fmt!r}; expected one of {TEXT_FORMATS}")
+    if fmt == "txt":
+        with open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                yield lineno, line.rstrip("\r\n")
+        return
+    columns = [text_column] if isinstance(text_column, str) else list(text_column)
+    if not columns:
+        raise ValueError("iter_texts: text_column must name at least one column")
+    reader = _Reader(path, columns, None, "multiclass", None, require_labels=False)
+    for row, fields, _ in _iter_records(reader, fmt):
+        yield row, join_fields(fields)
 
 
 def _check_labels(reader: _Reader, labels: list[Any], known: Sequence[str] | None) -> None:
@@ -272,7 +309,14 @@ def _check_labels(reader: _Reader, labels: list[Any], known: Sequence[str] | Non
                     )
 
 
-def _read_jsonl(reader: _Reader) -> None:
+def _iter_records(reader: _Reader, fmt: str) -> Iterator[tuple[int, list[str], Any]]:
+    """``(line, text fields, label)`` of each record of a CSV/TSV/JSONL file, streaming."""
+    if fmt == "jsonl":
+        return _iter_jsonl(reader)
+    return _iter_delimited(reader, "\t" if fmt == "tsv" else ",")
+
+
+def _iter_jsonl(reader: _Reader) -> Iterator[tuple[int, list[str], Any]]:
     label_col = reader.label_column
     with open_text(reader.path) as f:
         for lineno, line in enumerate(f, 1):
@@ -305,7 +349,7 @@ def _read_jsonl(reader: _Reader) -> None:
                         lineno, f"no label field {label_col!r}; the record has {_keys(rec)}"
                     )
                 label = reader.parse_label(lineno, rec.get(label_col), from_cell=False)
-            reader.add(lineno, fields, label)
+            yield lineno, fields, label
     if not reader.require_labels and not reader.label_key_seen:
         reader.label_column = None  # optional labels, and none given: an unlabelled file
 
@@ -314,7 +358,7 @@ def _keys(rec: dict[str, Any]) -> str:
     return ", ".join(repr(k) for k in rec) or "no fields"
 
 
-def _read_delimited(reader: _Reader, delimiter: str) -> None:
+def _iter_delimited(reader: _Reader, delimiter: str) -> Iterator[tuple[int, list[str], Any]]:
     # (ulmfit.text.readers lifts the csv module's 128 KiB field cap on import.)
     # TSV is taken literally (no quoting), so a stray '"' in a text stays a character.
     tsv = delimiter == "\t"
@@ -377,7 +421,7 @@ def _read_delimited(reader: _Reader, delimiter: str) -> None:
                 if sep is not None and sep in cell:
                     reader.sep_seen = True
                 label = reader.parse_label(row, cell, from_cell=True)
-            reader.add(row, [record[i] for i in text_idx], label)
+            yield row, [record[i] for i in text_idx], label
 
 
 def _read_folder(reader: _Reader) -> None:
@@ -658,6 +702,7 @@ __all__ = [
     "LabelledTexts",
     "TaskKind",
     "detect_format",
+    "iter_texts",
     "read_labelled",
     "stratified_split",
 ]

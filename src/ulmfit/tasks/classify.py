@@ -109,7 +109,7 @@ class ClassifierTrainConfig:
     label_smoothing: float = 0.0  # multiclass: cross-entropy label smoothing
     class_weights: bool = False  # multiclass: weight classes by inverse frequency
     pos_weight: bool = False  # multilabel: weight positives by negatives/positives per label
-    valid_frac: float = 0.1  # held out of train (stratified) when no validation set is given
+    valid_frac: float = 0.1  # held out of train (stratified) without a validation set; 0: none
     early_stopping: int = 0  # stop after this many epochs without improvement; 0: never
     min_positives: int = 5  # multilabel: fewer validation positives -> global threshold
     backwards: bool = False  # read documents reversed (the backward model of an ensemble)
@@ -123,6 +123,10 @@ class ClassifierTrainConfig:
             )
         if not self.stages:
             raise ValueError("ClassifierTrainConfig.stages must not be empty")
+        if not 0.0 <= self.valid_frac < 1.0:
+            raise ValueError(
+                f"ClassifierTrainConfig.valid_frac must be in [0, 1), got {self.valid_frac}"
+            )
         object.__setattr__(self, "stages", tuple(self.stages))
 
     def replace(self, **changes: Any) -> ClassifierTrainConfig:
@@ -242,7 +246,12 @@ class TextClassifier:
         valid: tuple[Sequence[str], Sequence[Any]] | None = None,
         log_dir: str | Path | None = None,
     ) -> TextClassifier:
-        """Fine-tune the classifier (gradual unfreezing, discriminative LR, STLR)."""
+        """Fine-tune the classifier (gradual unfreezing, discriminative LR, STLR).
+
+        The weights kept are those of the epoch with the best validation metric (accuracy,
+        or micro-F1 at 0.5; ties go to the lower validation loss); without validation data
+        (``valid=([], [])`` or ``valid_frac=0``), those of the last epoch.
+        """
         cfg = self.config
         if self.language_model is None:
             raise ValueError("TextClassifier needs a language-model directory to start from")
@@ -253,6 +262,9 @@ class TextClassifier:
         lm = load_lm(self.language_model)
         self.vocab, self.tokenizer_config, self.spm_model = lm.vocab, lm.tokenizer, lm.spm_model
         self._tokenizer = None
+        # A refit starts clean: nothing tuned or logged by an earlier fit survives it.
+        self.thresholds = None
+        self.history = []
         if cfg.task == "multiclass":
             bad = [i + 1 for i, y in enumerate(labels) if not isinstance(y, str) or not y]
         else:
@@ -262,7 +274,9 @@ class TextClassifier:
                 f"labels: row(s) {bad[:5]} have no valid {cfg.task} label "
                 f"({'a non-empty string' if cfg.task == 'multiclass' else 'a list of strings'})"
             )
-        if valid is None:
+        if valid is None and cfg.valid_frac == 0:
+            train_texts, train_labels, valid_texts, valid_labels = list(texts), list(labels), [], []
+        elif valid is None:
             tr, va = stratified_split(list(labels), cfg.valid_frac, cfg.train.seed, cfg.task)
             train_texts = [texts[i] for i in tr]
             train_labels = [labels[i] for i in tr]
@@ -318,14 +332,22 @@ class TextClassifier:
         task = ClassifierTask(
             model, train_b, valid_b, loss_fn, evaluate, cfg.train.alpha, cfg.train.beta
         )
-        best: dict[str, Any] = {"score": -np.inf, "state": None, "bad": 0}
+        # The best epoch: the higher metric, ties broken by the lower validation loss
+        # (micro-F1 at 0.5 can stay 0 for several epochs while the model improves).
+        # Without validation data every epoch would tie: the last one is kept instead.
         key = "valid_accuracy" if cfg.task == "multiclass" else "valid_micro_f1"
+        best: dict[str, Any] = {"score": None, "state": None, "bad": 0, "epoch": -1}
+        if valid_b is None and cfg.early_stopping:
+            log.warning("early_stopping=%d ignored: no validation data", cfg.early_stopping)
 
         def on_epoch_end(row: dict[str, Any]) -> bool:
             self.history.append(row)
-            score = row.get(key, -row.get("valid_loss", 0.0))
-            if score > best["score"]:
-                best.update(score=score, state=copy.deepcopy(model.state_dict()), bad=0)
+            if valid_b is None:
+                return False
+            score = (row[key], -row["valid_loss"])
+            if best["score"] is None or score > best["score"]:
+                state = copy.deepcopy(model.state_dict())
+                best.update(score=score, state=state, bad=0, epoch=len(self.history) - 1)
             else:
                 best["bad"] += 1
             return bool(cfg.early_stopping and best["bad"] >= cfg.early_stopping)
@@ -360,6 +382,7 @@ class TextClassifier:
             if stopped or not state.finished:
                 break
         if best["state"] is not None:
+            log.info("keeping epoch %d (%s %.4f)", best["epoch"], key, best["score"][0])
             model.load_state_dict(best["state"])
         if cfg.task == "multilabel" and valid_b is not None and y_valid is not None:
             probs, _ = self._probs(valid_b, None)
@@ -388,10 +411,11 @@ class TextClassifier:
         return nn.BCEWithLogitsLoss(pos_weight=pos_weight).to(device)
 
     def _score(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """Validation metrics of one epoch (multilabel: at 0.5; thresholds are tuned later)."""
         if self.config.task == "multiclass":
             acc = float((probs.argmax(1) == y).mean())
             return {"valid_accuracy": acc, "valid_error_rate": 1 - acc}
-        pred = probs >= (self.thresholds if self.thresholds is not None else 0.5)
+        pred = probs >= 0.5
         tp = float((pred & (y > 0)).sum())
         denom = float(pred.sum() + (y > 0).sum())
         return {"valid_micro_f1": 2 * tp / denom if denom else 0.0}
@@ -601,7 +625,7 @@ class TextClassifier:
         spm = model_dir / SPM_FILE
         clf.spm_model = spm if spm.exists() else None
         t = config.get("thresholds")
-        clf.thresholds = np.asarray(t, dtype=np.float32) if t is not None else None
+        clf.thresholds = np.asarray(t, dtype=np.float64) if t is not None else None
         clf.history = config.get("history", [])
         if quantize is not None:
             clf.quantize(quantize)

@@ -22,7 +22,7 @@ from typing import Any
 
 from ulmfit.checkpoint import atomic_write_text
 from ulmfit.config import to_dict
-from ulmfit.data.classification import read_labelled
+from ulmfit.data.classification import LabelEncoder, read_labelled
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, ensemble_predict_proba
@@ -93,15 +93,23 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
             labels=None if train.labels is None else train.labels[: data.max_train],
             rows=train.rows[: data.max_train],
         )
-    valid = None
+    if not train.texts:
+        raise ValueError(f"{data.train}: no training records")
+    valid = valid_rows = None
     if data.valid:
-        v = read(data.valid)
-        if v.labels is None:
+        valid_rows = read(data.valid)
+        if valid_rows.labels is None:
             raise ValueError(f"{data.valid}: no labels in column {data.label_column!r}")
-        valid = (v.texts, v.labels)
+        valid = (valid_rows.texts, valid_rows.labels)
     test = None
     if data.test:
         test = read(data.test)
+    # The classes are the training labels: a validation or test label outside them fails
+    # now, naming its file line, rather than after the language models are trained.
+    known = LabelEncoder.fit(train.labels or [], cfg.classifier.task)
+    for path, held_out in ((data.valid, valid_rows), (data.test, test)):
+        if held_out is not None and held_out.labels is not None:
+            known.encode(held_out.labels, rows=held_out.rows, source=str(path))
 
     directions = [("", False)] + ([("backward/", True)] if cfg.bidirectional else [])
     clfs: list[TextClassifier] = []
@@ -118,13 +126,18 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
     if test is not None and test.labels is not None:
         t0 = time.perf_counter()
         report["test"] = evaluate_classifier(
-            clf, test.texts, test.labels, out / "evaluation.png", source=data.test or ""
+            clf,
+            test.texts,
+            test.labels,
+            out / "evaluation.png",
+            source=data.test or "",
+            rows=test.rows,
         )
         times["test_inference_s"] = time.perf_counter() - t0
         report["test"]["docs_per_s"] = len(test.texts) / times["test_inference_s"]
         assert clf.labels is not None
-        y_tr = clf.labels.encode(train.labels or [], source=data.train)
-        y_te = clf.labels.encode(test.labels, source=data.test or "")
+        y_tr = clf.labels.encode(train.labels or [], rows=train.rows, source=data.train)
+        y_te = clf.labels.encode(test.labels, rows=test.rows, source=data.test or "")
         report["baseline"] = M.majority_baseline(y_tr, y_te, cfg.classifier.task)
         if len(clfs) > 1:
             report["test_backward"] = evaluate_classifier(clfs[1], test.texts, test.labels, None)
@@ -212,15 +225,17 @@ def evaluate_classifier(
     labels: list[Any],
     plot: Path | None,
     source: str = "",
+    rows: list[int] | None = None,
 ) -> dict[str, Any]:
     """Metrics on labelled texts (and a PNG of the confusion matrix / per-label F1).
 
     A list of classifiers is scored by their averaged probabilities (an ensemble).
+    ``source`` and ``rows`` (the texts' line numbers there) name an unknown label's line.
     """
     models = clf if isinstance(clf, list) else [clf]
     clf = models[0]
     assert clf.labels is not None
-    y = clf.labels.encode(labels, source=source)
+    y = clf.labels.encode(labels, rows=rows, source=source)
     probs = ensemble_predict_proba(models, texts)
     classes = clf.labels.classes
     if clf.config.task == "multiclass":
@@ -243,18 +258,21 @@ def _one_line(text: str) -> str:
 def report_summary(report: dict[str, Any], task: str) -> str:
     """A few lines for the terminal: test figure beside the baseline, and where things are."""
     lines = []
+    nan = float("nan")
     test, base = report.get("test"), report.get("baseline", {})
     if test:
         if task == "multiclass":
             lines.append(
                 f"test error rate: {100 * test['error_rate']:.2f}%  "
-                f"(majority-class baseline: {100 * base.get('error_rate', float('nan')):.2f}%)"
+                f"(majority-class baseline: {100 * base.get('error_rate', nan):.2f}%)"
             )
         else:
+            # The majority-labels baseline is usually empty (micro-F1 0): show the top label's.
             lines.append(
                 f"test micro-F1: {100 * test['micro_f1']:.2f}  "
                 f"macro-F1: {100 * test['macro_f1']:.2f}  "
-                f"(baseline micro-F1: {100 * base.get('micro_f1', float('nan')):.2f})"
+                f"(majority-labels baseline micro-F1: {100 * base.get('micro_f1', nan):.2f}, "
+                f"most-frequent-label: {100 * base.get('top_label_micro_f1', nan):.2f})"
             )
     ens = report.get("test_ensemble")
     if ens and task == "multiclass":

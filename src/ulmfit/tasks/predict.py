@@ -11,64 +11,37 @@ from typing import Any
 
 import numpy as np
 
-from ulmfit.data.classification import read_labelled
+from ulmfit.data.classification import iter_texts, read_labelled
 from ulmfit.inference import num_threads
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import TextClassifier, ensemble_predict_proba
-from ulmfit.text.readers import CorpusError, open_text
+from ulmfit.text.readers import strip_compression
 
 log = logging.getLogger(__name__)
 
-FLD = "xxfld"
+
+# Inference also takes .json (as JSONL), and any other suffix as plain text.
+_INPUT_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
 
 
 def _fmt(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in (".gz", ".xz", ".bz2", ".zip"):
-        name = name.removesuffix(suffix)
-    for fmt in ("csv", "tsv", "jsonl"):
-        if name.endswith("." + fmt) or (fmt == "jsonl" and name.endswith(".json")):
-            return fmt
-    return "txt"
+    return _INPUT_FORMATS.get(Path(strip_compression(path.name).lower()).suffix, "txt")
 
 
 def iter_input_texts(path: Path, text_column: Sequence[str]) -> Iterator[str]:
-    """Every record's text in file order, empty ones included (they are predicted too)."""
-    fmt = _fmt(path)
-    cols = list(text_column)
+    """Every record's text in file order, empty ones included (they are predicted too).
 
-    def join(values: list[str]) -> str:
-        if len(values) == 1:
-            return values[0]
-        return " ".join(f"{FLD} {i + 1} {v}" for i, v in enumerate(values))
-
-    with open_text(path) as f:
-        if fmt == "txt":
-            for line in f:
-                yield line.rstrip("\n")
-            return
-        if fmt == "jsonl":
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from e
-                missing = [c for c in cols if c not in rec]
-                if missing:
-                    raise CorpusError(
-                        f"{path}: line {lineno}: no field {missing[0]!r} (has {sorted(rec)})"
-                    )
-                yield join([str(rec[c] or "") for c in cols])
-            return
-        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
-        fields = reader.fieldnames or []
-        missing = [c for c in cols if c not in fields]
-        if missing:
-            raise CorpusError(f"{path}: no column {missing[0]!r}; columns are {fields}")
-        for row in reader:
-            yield join([row[c] or "" for c in cols])
+    Records are read by the training reader's rules (:func:`iter_texts`); a bad one is a
+    :class:`CorpusError` naming the file and line.
+    """
+    for _, text in iter_texts(path, text_column=list(text_column), fmt=_fmt(path)):
+        yield text
 
 
 def _chunks(it: Iterator[str], n: int) -> Iterator[list[str]]:
@@ -119,6 +92,8 @@ def _predict_file(
 ) -> int:
     from tqdm.auto import tqdm
 
+    if chunk < 1:
+        raise ValueError(f"predict: chunk must be >= 1, got {chunk}")
     main = clfs[0]
     assert main.labels is not None
     classes = main.labels.classes
@@ -129,7 +104,8 @@ def _predict_file(
     try:
         with (
             open(tmp, "w", encoding="utf-8", newline="") as f,
-            tqdm(unit="doc", desc="predict") as bar,
+            # disable=None: a bar on a terminal, none in a log file or a pipe.
+            tqdm(unit="doc", desc="predict", disable=None) as bar,
         ):
             writer = None
             if out_fmt == "csv":
