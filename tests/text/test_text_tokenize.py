@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import ulmfit.text.tokenize as T
 from ulmfit.text.readers import open_text
 from ulmfit.text.tokenize import (
     POST_RULES,
@@ -84,6 +85,22 @@ def test_replace_wrep() -> None:
     # The same letters inside longer words are not repeats of the word.
     assert replace_wrep("a aa aaa aaaa") == "a aa aaa aaaa"
     assert replace_wrep("go go go go") == " xxwrep 4 go "
+    # Repeats glued to punctuation at either end still count (the pre-check allows it).
+    assert replace_wrep("(go go go go)") == "( xxwrep 4 go )"
+    assert replace_wrep("x.go go go go, y") == "x. xxwrep 4 go , y"
+    # The pre-check must never skip a real repeat: compare with the regex alone.
+    for text in ("go go go gone", "ago go go go", "go go go go go", "a b b b b c", "b b"):
+        assert replace_wrep(text) == T._WREP_RE.sub(T._wrep_sub, text), text
+
+
+def test_trailing_whitespace_is_linear() -> None:
+    # The splitter skips whitespace before a token; a long run with no token after it
+    # must not be rescanned from each of its positions (quadratic time).
+    text = "a" + " " * 200_000
+    t0 = time.perf_counter()
+    assert split_words(text) == ["a"]
+    assert split_words(" \n\t " * 20_000 + "b") == ["b"]
+    assert time.perf_counter() - t0 < 1.0
 
 
 def test_spaces_rules() -> None:
