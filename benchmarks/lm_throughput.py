@@ -16,6 +16,12 @@ Three systems are timed side by side, in the same process, for each batch size:
     Three single-layer ``nn.LSTM`` (emb -> hidden -> hidden -> emb, batch-first) and a
     tied softmax decoder, no dropout, the same optimizer (AdamW, fused on CUDA) and
     clipping, in the same bare loop with a fixed BPTT.
+``fastai learner`` (only where ``fastai`` imports; never a project dependency)
+    fastai 2's own pipeline end to end, as its users train the same model:
+    ``LMDataLoader`` over the same synthetic documents, ``get_language_model(AWD_LSTM)``
+    at the same sizes, ``LMLearner`` (its AR/TAR and state-resetting callbacks) with
+    ``GradientClip`` and ``to_bf16()``/``to_fp16()``, ``learn.fit``. A callback starts
+    the clock at batch ``warmup`` and stops the fit after ``--steps`` more.
 
 Tokens/s counts the target tokens actually trained on (variable BPTT makes batch
 lengths vary), over ``--steps`` steps after ``--warmup`` steps, by wall clock
@@ -41,6 +47,8 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
+import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -76,6 +84,7 @@ SIZES: dict[str, dict[str, int]] = {
     "small": {"vocab_size": 2_000, "emb_size": 64, "hidden_size": 128, "n_layers": 2},
 }
 SYSTEMS = ("fit", "ceiling", "model step")
+FASTAI = "fastai learner"  # an extra system where fastai is importable
 BAR = 0.9  # fit must reach this fraction of the ceiling on GPU under bf16
 DOC_LEN = 500  # synthetic document length (tokens)
 #: Defaults that depend on the device: a 2-core CPU needs ~15 s per paper-size step.
@@ -220,6 +229,8 @@ def bare_loop(
     """Train over ``batches`` (clip + AdamW each step); time all but the first ``warmup``."""
     optimizer = adamw(model.parameters(), device)
     params = list(model.parameters())
+    # fp16 needs loss scaling (as fit does it); bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     model.train()
     state: State | None = None
     tokens, t0 = 0, 0.0
@@ -229,10 +240,18 @@ def bare_loop(
             t0 = time.perf_counter()
         with autocast_for(device, amp):
             loss, new_state = step_fn(x, y, state)
-        loss.backward()
         state = detach_state(new_state)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, TRAIN.clip, foreach=True)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= warmup:
             tokens += y.numel()
@@ -349,19 +368,108 @@ def run_fit(
     return task.tokens, elapsed
 
 
+def fastai_available() -> bool:
+    """True where ``fastai`` is importable (a throwaway venv, or wheels carried to a GPU)."""
+    return importlib.util.find_spec("fastai") is not None
+
+
+def run_fastai(
+    cfg: AWDLSTMConfig,
+    bs: int,
+    bptt: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    warmup: int,
+    steps: int,
+    seed: int,
+) -> tuple[int, float]:
+    """fastai's Learner end to end on the same synthetic documents and sizes."""
+    from fastai.text.all import (  # type: ignore[import-not-found]
+        AWD_LSTM,
+        Callback,
+        CancelFitException,
+        CrossEntropyLossFlat,
+        DataLoaders,
+        GradientClip,
+        LMDataLoader,
+        LMLearner,
+        awd_lstm_lm_config,
+        awd_lstm_lm_split,
+        get_language_model,
+    )
+
+    n_steps = warmup + steps
+
+    class Timer(Callback):  # type: ignore[misc]
+        """Clock from batch ``warmup`` to the end of batch ``n_steps - 1``, then stop."""
+
+        order = 99
+
+        def before_fit(self) -> None:
+            self.i, self.tokens, self.t0, self.seconds = 0, 0, 0.0, 0.0
+
+        def before_batch(self) -> None:
+            if self.i == warmup:
+                sync(device)
+                self.t0 = time.perf_counter()
+
+        def after_batch(self) -> None:
+            if self.i >= warmup:
+                self.tokens += self.learn.yb[0].numel()
+            self.i += 1
+            if self.i == n_steps:
+                sync(device)
+                self.seconds = time.perf_counter() - self.t0
+                raise CancelFitException()
+
+    torch.manual_seed(seed)
+    # fastai's LMDataLoader cuts bs * seq_len tokens per batch: enough for n_steps + 2.
+    ids, offsets = synthetic_corpus(bs * bptt * (n_steps + 2) + bs, cfg.vocab_size, seed)
+    docs = [torch.from_numpy(ids[s:e].astype(np.int64)) for s, e in itertools.pairwise(offsets)]
+    train = LMDataLoader(docs, bs=bs, seq_len=bptt, shuffle=True, device=device)
+    valid = LMDataLoader(docs[: 4 * bs], bs=bs, seq_len=bptt, device=device)  # never reached
+    config = {
+        **awd_lstm_lm_config,
+        "emb_sz": cfg.emb_size,
+        "n_hid": cfg.hidden_size,
+        "n_layers": cfg.n_layers,
+    }
+    model = get_language_model(AWD_LSTM, cfg.vocab_size, config=config)
+    timer = Timer()
+    learn = LMLearner(
+        DataLoaders(train, valid, device=device),
+        model,
+        loss_func=CrossEntropyLossFlat(),
+        splitter=awd_lstm_lm_split,
+        cbs=[GradientClip(TRAIN.clip), timer],
+    )
+    if amp == torch.bfloat16:
+        learn = learn.to_bf16()
+    elif amp == torch.float16:
+        learn = learn.to_fp16()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, lr=TRAIN.lr, wd=TRAIN.weight_decay)
+    if timer.i != n_steps:
+        raise RuntimeError(f"fastai ran {timer.i} batches, expected {n_steps}")
+    return timer.tokens, timer.seconds
+
+
 # --------------------------------------------------------------------------- driver
 
 
 def measure(args: argparse.Namespace, device: torch.device) -> list[Result]:
     """Every (precision, bs, repeat, system), systems alternating within each repeat."""
     cfg = model_config(args.sizes)
+    systems = list(SYSTEMS)
+    if args.fastai == "yes" or (args.fastai == "auto" and fastai_available()):
+        systems.append(FASTAI)
     results: list[Result] = []
     for precision in args.precision:
         amp = resolve_precision(precision, device)
-        label = "bf16" if amp == torch.bfloat16 else "fp32"
+        label = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")  # type: ignore[call-overload]
         for bs in args.bs:
             for repeat in range(args.repeats):
-                for system in SYSTEMS:
+                for system in systems:
                     free_memory(device)
                     common = (cfg, bs, args.bptt, device)
                     timing = (args.warmup, args.steps, args.seed + repeat)
@@ -369,6 +477,8 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[Result]:
                         tokens, seconds = run_fit(*common, label, *timing)
                     elif system == "ceiling":
                         tokens, seconds = run_ceiling(*common, amp, *timing)
+                    elif system == FASTAI:
+                        tokens, seconds = run_fastai(*common, amp, *timing)
                     else:
                         tokens, seconds = run_model_step(*common, amp, *timing)
                     r = Result(
@@ -399,15 +509,16 @@ def summarise(results: list[Result]) -> list[dict[str, Any]]:
     keys = list(dict.fromkeys((r.device, r.precision, r.bs) for r in results))
     for dev, prec, bs in keys:
         group = [r for r in results if (r.device, r.precision, r.bs) == (dev, prec, bs)]
+        systems = list(dict.fromkeys(r.system for r in group))
         medians = {
-            s: statistics.median(r.tokens_per_s for r in group if r.system == s) for s in SYSTEMS
+            s: statistics.median(r.tokens_per_s for r in group if r.system == s) for s in systems
         }
-        for system in SYSTEMS:
+        for system in systems:
             runs = [r for r in group if r.system == system]
             mems = [r.peak_mem_bytes for r in runs if r.peak_mem_bytes is not None]
             ratio = medians[system] / medians["ceiling"]
             bar = ""
-            if dev == "cuda" and prec == "bf16" and system != "ceiling":
+            if dev == "cuda" and prec == "bf16" and system in ("fit", "model step"):
                 bar = "pass" if ratio >= BAR else "fail"
             rows.append(
                 {
@@ -521,10 +632,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         nargs="+",
         default=["auto"],
-        choices=["auto", "bf16", "fp32"],
+        choices=["auto", "bf16", "fp16", "fp32"],
         help="auto: bf16 on a GPU that has it, else fp32",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--fastai",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="time fastai's Learner too (auto: where fastai imports)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file to append to")
     p.add_argument("--no-write", action="store_true", help="do not append to --out")
@@ -532,8 +649,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def resolve(args: argparse.Namespace) -> torch.device:
+    """The device, with the device-dependent defaults filled into ``args``."""
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -550,7 +667,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.precision = list(dict.fromkeys(args.precision))
+    return device
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve(args)
     hw = hardware(device)
     if hw["load_avg_1min"] > 0.5 * (hw["cores"] or 1):
         print(

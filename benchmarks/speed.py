@@ -66,6 +66,7 @@ from ulmfit.text.vocab import Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 FASTAI_TOKENS_PER_S = 113_000  # shared/docs/CPU_ANCHORS.md, section 1
+SECTIONS = ("tok", "corpus", "cpu", "trained", "lm", "gpu")
 
 
 @dataclass
@@ -155,6 +156,30 @@ class SpacyRulesTokenizer:
         ]
 
 
+class FastaiTokenizer:
+    """fastai 2's own default word pipeline, as ``tokenize_df`` runs it on each worker:
+    ``TokenizeWithRules(SpacyTokenizer(), rules=defaults.text_proc_rules)``."""
+
+    def __init__(self) -> None:
+        import fastai
+        from fastai.text.core import (  # type: ignore[import-not-found]
+            SpacyTokenizer,
+            TokenizeWithRules,
+            defaults,
+        )
+
+        self.version = fastai.__version__
+        self._make = lambda: TokenizeWithRules(SpacyTokenizer(), rules=defaults.text_proc_rules)
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh spaCy pipeline each run (cold cache), as for a new corpus."""
+        self.tok = self._make()
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        return [list(doc) for doc in self.tok(texts)]
+
+
 def tokenisation_rows(texts: list[str], rounds: int) -> list[Row]:
     sec = "tokenisation, 1 core"
     what = f"tokens/s, {len(texts)} IMDb reviews"
@@ -172,6 +197,16 @@ def tokenisation_rows(texts: list[str], rounds: int) -> list[Row]:
         counts[name] = sum(len(d) for d in tok.tokenize(texts))
         systems.append((name, lambda tok=tok: tok.tokenize(texts)))  # type: ignore[misc]
         setup[name] = tok.reset
+    fastai_version = None
+    try:
+        fa = FastaiTokenizer()
+    except ImportError:
+        pass
+    else:
+        fastai_version = fa.version
+        counts["fastai"] = sum(len(d) for d in fa.tokenize(texts))
+        systems.append(("fastai", lambda: fa.tokenize(texts)))
+        setup["fastai"] = fa.reset
     times = timed_rounds(systems, rounds, setup)
     rate = {k: counts[k] * len(v) / sum(v) for k, v in times.items()}
     per_doc = {k: f"{counts[k] / len(texts):.0f} tokens/doc" for k in counts}
@@ -214,16 +249,119 @@ def tokenisation_rows(texts: list[str], rounds: int) -> list[Row]:
                 f"{per_doc['spacy_alone']} (keeps whitespace tokens); cold cache each run",
             ),
         ]
-    rows.append(
-        Row(
-            sec,
-            "tokens/s, 5000 IMDb train reviews",
-            "fastai 2.8.12 default (spaCy + rules), shared/docs/CPU_ANCHORS.md",
-            f"{FASTAI_TOKENS_PER_S:,}",
-            f"ours {rate['ours'] / FASTAI_TOKENS_PER_S:.1f}x",
-            "another run on this kind of machine, not side by side: a reference only",
+    if fastai_version is not None:
+        docs_ratio = sum(times["fastai"]) / sum(times["ours"])
+        ratio = f"ours {rate['ours'] / rate['fastai']:.1f}x (docs/s {docs_ratio:.1f}x)"
+        rows[0].ratio = f"{ratio} fastai; " + rows[0].ratio if rows[0].ratio else ratio
+        rows.insert(
+            1,
+            Row(
+                sec,
+                what,
+                f"fastai {fastai_version} default: TokenizeWithRules(SpacyTokenizer(), "
+                "defaults.text_proc_rules)",
+                f"{rate['fastai']:,.0f}",
+                "1.0x",
+                f"{per_doc['fastai']} (keeps newline tokens); cold cache each run; "
+                f"{spread(times['fastai'], counts['fastai'])}",
+            ),
         )
-    )
+    else:
+        rows.append(
+            Row(
+                sec,
+                "tokens/s, 5000 IMDb train reviews",
+                "fastai 2.8.12 default (spaCy + rules), shared/docs/CPU_ANCHORS.md",
+                f"{FASTAI_TOKENS_PER_S:,}",
+                f"ours {rate['ours'] / FASTAI_TOKENS_PER_S:.1f}x",
+                "fastai not importable here: another run on this kind of machine, "
+                "not side by side, a reference only",
+            )
+        )
+    return rows
+
+
+# -- a corpus at scale --------------------------------------------------------------------
+
+WIKI_FILES = ("AA.txt.xz", "AB.txt.xz")
+
+
+def corpus_child(paths: list[str], max_docs: int, workers: int) -> dict[str, Any]:
+    """Tokenise and numericalise ``paths`` as ``ulmfit pretrain`` does (in this process)."""
+    import itertools
+    import resource
+
+    from ulmfit.text.corpus import tokenize_corpus
+    from ulmfit.text.readers import read_texts
+
+    def texts() -> Any:
+        docs = itertools.chain.from_iterable(read_texts(p) for p in paths)
+        return itertools.islice(docs, max_docs) if max_docs else docs
+
+    import tempfile
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ulmfit-speed-") as cache:
+        # The cache path, as `ulmfit pretrain` runs it: tokenised ids go to a memory-mapped
+        # file as they stream in; the numericalised ids (4 bytes a token) are in memory.
+        corpus = tokenize_corpus(
+            texts(), WordTokenizer(), n_workers=workers, cache_dir=cache, cache_key="bench"
+        )
+        vocab = corpus.to_vocab(60000, 2)
+        ids, _ = corpus.numericalize(vocab)
+        n_docs = corpus.n_docs
+        del corpus  # its memory map, before the folder goes
+    seconds = time.perf_counter() - t0
+    kib = 1024  # ru_maxrss is in KiB on Linux
+    return {
+        "docs": n_docs,
+        "tokens": len(ids),
+        "seconds": seconds,
+        "rss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 2**20,
+        "rss_worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib / 2**20,
+    }
+
+
+def corpus_rows(data: Path, workers: int) -> list[Row]:
+    """The Wikipedia subset (~40M tokens) tokenised with all cores, and a quarter of it.
+
+    Each run is a fresh subprocess, so its peak resident memory is its own: if memory
+    is bounded independent of corpus size, the quarter and the whole peak alike.
+    """
+    import json
+    import subprocess
+
+    sec = f"corpus tokenisation, {workers} processes"
+    paths = [str(data / "wikipedia_en_2015_subset" / f) for f in WIKI_FILES]
+    if not all(Path(p).exists() for p in paths):
+        return [Row(sec, "tokens/s", "-", "not measured", "", "Wikipedia subset missing")]
+    runs: dict[str, dict[str, Any]] = {}
+    for name, max_docs in (("quarter", 3245), ("all", 0)):
+        code = (
+            "import json, sys; sys.path[:0] = ['src', 'benchmarks']; import speed; "
+            f"print(json.dumps(speed.corpus_child({paths!r}, {max_docs}, {workers})))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True
+        )
+        runs[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = []
+    for name, r in runs.items():
+        rate = r["tokens"] / r["seconds"]
+        rows.append(
+            Row(
+                sec,
+                f"tokens/s, Wikipedia subset ({r['docs']:,} articles, {r['tokens'] / 1e6:.1f}M "
+                "tokens), read + tokenise + numericalise, no cache",
+                f"ours, {name}",
+                f"{rate:,.0f}",
+                f"{rate / workers:,.0f} per process",
+                f"{r['seconds']:.0f} s; 100M tokens at this rate: {1e8 / rate / 60:.1f} min; "
+                f"peak RSS main {r['rss_main_mib']:,.0f} MiB (incl. the numericalised ids, "
+                f"{4 * r['tokens'] / 2**20:,.0f} MiB), largest worker "
+                f"{r['rss_worker_mib']:,.0f} MiB",
+            )
+        )
     return rows
 
 
@@ -487,6 +625,42 @@ def gpu_rows(texts: list[str], sizes: str, rounds: int) -> list[Row]:
     return rows
 
 
+# -- LM training ---------------------------------------------------------------------------
+
+
+def lm_rows(lm_argv: list[str]) -> list[Row]:
+    """LM training tokens/s from ``benchmarks/lm_throughput.py`` (its own options)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import lm_throughput as lt
+
+    args = lt.parse_args([*lm_argv, "--no-write"])
+    device = lt.resolve(args)
+    sizes = ", ".join(f"{k} {v}" for k, v in lt.SIZES[args.sizes].items())
+    sec = f"LM training ({device.type}; {sizes}; bptt {args.bptt})"
+    names = {
+        "fit": "ours: ulmfit fit loop end to end (data, variable BPTT, dropouts, AR/TAR, "
+        "clip, STLR, AdamW)",
+        "model step": "our AWD-LSTM in a bare loop (pre-sliced batches)",
+        "ceiling": "raw nn.LSTM stack + tied softmax, no dropout (ceiling)",
+        lt.FASTAI: "fastai Learner + LMDataLoader end to end",
+    }
+    rows = []
+    for r in lt.summarise(lt.measure(args, device)):
+        mem = "" if r["peak_mem_gib"] is None else f"peak {r['peak_mem_gib']:.2f} GiB; "
+        bar = f"bar >= {lt.BAR}x ceiling: {r['bar']}; " if r["bar"] else ""
+        rows.append(
+            Row(
+                sec,
+                f"tokens/s, bs {r['bs']}, {r['precision']}",
+                names.get(r["system"], r["system"]),
+                f"{r['tokens_per_s']:,.0f}",
+                f"{r['ratio']:.2f}x ceiling",
+                f"{mem}{bar}median of {r['repeats']}; {args.steps} steps after {args.warmup}",
+            )
+        )
+    return rows
+
+
 # -- output ------------------------------------------------------------------------------
 
 
@@ -544,6 +718,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="trained classifier for the int8 accuracy rows",
     )
     p.add_argument("--gpu-docs", type=int, default=2048, help="IMDb reviews for the GPU rows")
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="what to measure (default: all; gpu only runs where CUDA is available)",
+    )
+    p.add_argument("--corpus-workers", type=int, default=os.cpu_count() or 1, help="corpus section")
+    p.add_argument(
+        "--lm-args",
+        default="",
+        help="options for the LM section, as for benchmarks/lm_throughput.py "
+        '(e.g. "--bs 64 256 --precision bf16 fp16"); default: its device defaults',
+    )
     p.add_argument("--results", type=Path, default=REPO / "benchmarks/RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     return p.parse_args(argv)
@@ -553,29 +741,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data: Path = args.data
     rows: list[Row] = []
+    todo = set(args.sections)
     t0 = time.perf_counter()
     tok_texts = imdb_texts(data, args.tok_docs)
-    progress("tokenisation")
-    rows += tokenisation_rows(tok_texts, max(args.rounds, 3))
-    texts = imdb_texts(data, args.docs)
-    clf = paper_classifier(tok_texts, args.sizes)
-    assert clf.model is not None
-    enc = clf.model.config.encoder
-    lengths = [len(d) for d in clf.numericalize(texts)]
-    sec = (
-        f"CPU inference, {enc.emb_size}/{enc.hidden_size}x{enc.n_layers} classifier, "
-        f"{len(texts)} IMDb reviews ({np.mean(lengths):.0f} tokens mean, {max(lengths)} max)"
-    )
-    for threads in args.threads:
-        progress(f"CPU inference, {threads} thread(s)")
-        rows += inference_rows(sec, clf, texts, args.rounds, threads)[0]
-    progress("trained classifier")
-    rows += trained_rows(args.trec_model, data, args.rounds, args.threads[0])
-    if torch.cuda.is_available():
-        progress("GPU")
-        rows += gpu_rows(imdb_texts(data, args.gpu_docs), args.sizes, args.rounds)
-    else:
-        rows.append(Row("GPU", "all", "-", "not measured", "", "no CUDA device here"))
+    if "tok" in todo:
+        progress("tokenisation")
+        rows += tokenisation_rows(tok_texts, max(args.rounds, 3))
+    if "corpus" in todo:
+        progress("corpus tokenisation")
+        rows += corpus_rows(data, args.corpus_workers)
+    if "cpu" in todo:
+        texts = imdb_texts(data, args.docs)
+        clf = paper_classifier(tok_texts, args.sizes)
+        assert clf.model is not None
+        enc = clf.model.config.encoder
+        lengths = [len(d) for d in clf.numericalize(texts)]
+        sec = (
+            f"CPU inference, {enc.emb_size}/{enc.hidden_size}x{enc.n_layers} classifier, "
+            f"{len(texts)} IMDb reviews ({np.mean(lengths):.0f} tokens mean, {max(lengths)} max)"
+        )
+        for threads in args.threads:
+            progress(f"CPU inference, {threads} thread(s)")
+            rows += inference_rows(sec, clf, texts, args.rounds, threads)[0]
+    if "trained" in todo:
+        progress("trained classifier")
+        rows += trained_rows(args.trec_model, data, args.rounds, args.threads[0])
+    if "lm" in todo:
+        progress("LM training")
+        rows += lm_rows(shlex.split(args.lm_args))
+    if "gpu" in todo:
+        if torch.cuda.is_available():
+            progress("GPU")
+            rows += gpu_rows(imdb_texts(data, args.gpu_docs), args.sizes, args.rounds)
+        else:
+            rows.append(Row("GPU", "all", "-", "not measured", "", "no CUDA device here"))
     table = markdown_table(rows)
     took = time.perf_counter() - t0
     if not args.no_write:
