@@ -11,20 +11,25 @@ import pytest
 import torch
 
 from ulmfit.checkpoint import CheckpointError
+from ulmfit.cli.main import main
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.fastai_import import import_fastai, load_fastai_vocab, ulmfit_to_fastai
-from ulmfit.models.io import load_lm
+from ulmfit.models.io import LoadedLM, load_lm
 
 # fastai v1's special tokens, in its order (different from ours).
 FASTAI_SPECIALS = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxmaj", "xxup", "xxrep", "xxwrep"]
 
 
-def fastai_files(tmp_path: Path) -> tuple[Path, Path, AWDLSTMLanguageModel, list[str]]:
+def fastai_files(
+    tmp_path: Path, tie_weights: bool = True
+) -> tuple[Path, Path, AWDLSTMLanguageModel, list[str]]:
     """A synthetic fastai checkpoint of the real layout (keys, shapes, vocab order)."""
     itos = FASTAI_SPECIALS + [f"word{i}" for i in range(40)]
     torch.manual_seed(0)
     ref = AWDLSTMLanguageModel(
-        AWDLSTMConfig(vocab_size=len(itos), emb_size=10, hidden_size=14, n_layers=3)
+        AWDLSTMConfig(
+            vocab_size=len(itos), emb_size=10, hidden_size=14, n_layers=3, tie_weights=tie_weights
+        )
     )
     with torch.no_grad():
         ref.decoder.bias.normal_()
@@ -64,6 +69,58 @@ def test_import_round_trip_same_predictions(tmp_path: Path) -> None:
     back = ulmfit_to_fastai(lm.model)
     for key in ("0.rnns.0.weight_hh_l0_raw", "0.rnns.2.module.bias_ih_l0"):
         assert torch.equal(back[key], torch.load(weights, weights_only=True)[key])
+
+
+def same_predictions(lm: LoadedLM, ref: AWDLSTMLanguageModel, fa_itos: list[str]) -> bool:
+    """Same text -> same next-token distribution, whatever the id order."""
+    words = [random.Random(0).choice(fa_itos) for _ in range(30)]
+    ref_logits = ref.eval()(torch.tensor([[fa_itos.index(w) for w in words]])).logits[0]
+    our_logits = lm.model.eval()(torch.tensor([[lm.vocab.stoi[w] for w in words]])).logits[0]
+    perm = torch.tensor([fa_itos.index(w) for w in lm.vocab.itos])
+    return torch.allclose(our_logits, ref_logits[:, perm], atol=1e-5)
+
+
+def test_fastai_v2_layout_without_module_weight_hh(tmp_path: Path) -> None:
+    """fastai v2's WeightDropout keeps only ``weight_hh_l0_raw``: the import reads that one."""
+    weights, vocab, ref, fa_itos = fastai_files(tmp_path)
+    v1 = load_lm(import_fastai(weights, vocab, tmp_path / "v1"))
+    sd = torch.load(weights, weights_only=True)
+    dropped = [k for k in sd if k.endswith(".module.weight_hh_l0")]
+    assert len(dropped) == 3
+    v2_file = tmp_path / "v2.pth"
+    torch.save({k: v for k, v in sd.items() if k not in dropped}, v2_file)
+    v2 = load_lm(import_fastai(v2_file, vocab, tmp_path / "v2"))
+    assert v2.vocab.itos == v1.vocab.itos
+    a, b = v1.model.state_dict(), v2.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_predictions(v2, ref, fa_itos)
+
+
+def test_untied_decoder_is_imported_untied(tmp_path: Path) -> None:
+    weights, vocab, ref, fa_itos = fastai_files(tmp_path, tie_weights=False)
+    sd = torch.load(weights, weights_only=True)
+    assert not torch.equal(sd["1.decoder.weight"], sd["0.encoder.weight"])
+    lm = load_lm(import_fastai(weights, vocab, tmp_path / "untied"))
+    assert not lm.model.config.tie_weights
+    assert lm.model.decoder.weight is not lm.model.encoder.embedding.weight
+    assert same_predictions(lm, ref, fa_itos)  # the decoder rows were reordered too
+
+
+def test_cli_import_fastai(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights, vocab, ref, fa_itos = fastai_files(tmp_path)
+    out = tmp_path / "cli"
+    assert main(["-q", "import-fastai", str(weights), str(vocab), str(out)]) == 0
+    assert f"model directory: {out}" in capsys.readouterr().out
+    lm = load_lm(out)
+    assert lm.config["stage"] == "import-fastai"
+    assert same_predictions(lm, ref, fa_itos)
+    # A bad file is one clear line on stderr and exit status 2, not a traceback.
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    assert main(["-q", "import-fastai", str(junk), str(vocab), str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "junk.pth" in err and "weights-only" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_learner_save_layout_and_mismatch(tmp_path: Path) -> None:

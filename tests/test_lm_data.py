@@ -97,3 +97,8 @@ def test_ranks_read_disjoint_rows() -> None:
 def test_too_small_corpus_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="too small"):
         LMStream(np.arange(10, dtype=np.int32), np.array([0, 10]), LMDataConfig(bs=8), train=True)
+
+
+def test_default_batching_is_awd_lstms() -> None:
+    cfg = LMDataConfig()
+    assert cfg.bptt == 70 and cfg.variable_bptt and cfg.shuffle_docs and not cfg.backwards

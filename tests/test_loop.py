@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.tasks.lm import LMTask
 from ulmfit.training.config import TrainConfig
-from ulmfit.training.loop import fit, resolve_precision
+from ulmfit.training.loop import build_optimizer, fit, resolve_precision
 from ulmfit.training.lr_finder import lr_find
 
 CFG = AWDLSTMConfig(vocab_size=30, emb_size=8, hidden_size=12, n_layers=2, drop_mult=0.0)
@@ -106,3 +107,34 @@ def test_precision_resolution() -> None:
         resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="grad_accum"):
         TrainConfig(grad_accum=0)
+
+
+def test_default_train_config_is_ulmfits_recipe() -> None:
+    """Adam betas (0.8, 0.99), AR 2 / TAR 1, STLR with cut_frac 0.1 and ratio 32, lr / 2.6."""
+    cfg = TrainConfig()
+    assert cfg.optimizer == "adamw" and cfg.betas == (0.8, 0.99)
+    assert (cfg.alpha, cfg.beta) == (2.0, 1.0)
+    assert (cfg.schedule, cfg.cut_frac, cfg.ratio) == ("stlr", 0.1, 32.0)
+    assert cfg.disc_factor == 2.6
+    # And the optimizer the loop builds really uses them.
+    t = task()
+    opt = build_optimizer(t.layer_groups(), cfg, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.99)
+    lrs = [g["base_lr"] for g in opt.param_groups]
+    assert lrs[-1] == cfg.lr and lrs[-2] == pytest.approx(cfg.lr / 2.6)
+
+
+def test_lm_train_step_returns_a_detached_carry() -> None:
+    """Truncated BPTT: the state handed to the next batch carries values, not the graph."""
+    t = task()
+    t.model.train()
+    b1, b2 = itertools.islice(t.train_batches(0, 0), 2)
+    out = t.train_step(t.model, b1, t.init_carry())
+    assert len(out.carry) == CFG.n_layers
+    for h, c in out.carry:
+        assert h.grad_fn is None and c.grad_fn is None
+        assert not h.requires_grad and not c.requires_grad
+        assert h.abs().sum() > 0  # the values themselves are carried
+    out.loss.backward()
+    # Through an attached carry this second backward would reach batch 1's freed graph.
+    t.train_step(t.model, b2, out.carry).loss.backward()

@@ -138,3 +138,12 @@ def test_model_is_plain_modules_no_patching() -> None:
     assert len(lstms) == 3
     # The hidden-to-hidden weight is an ordinary registered parameter of nn.LSTM.
     assert all("weight_hh_l0" in dict(m.named_parameters()) for m in lstms)
+
+
+def test_default_config_is_ulmfits_language_model() -> None:
+    """400-d embeddings, 1152 hidden units, 3 layers, tied decoder; fastai's LM dropouts."""
+    cfg = AWDLSTMConfig()
+    assert (cfg.emb_size, cfg.hidden_size, cfg.n_layers, cfg.tie_weights) == (400, 1152, 3, True)
+    dropouts = (cfg.input_p, cfg.embed_p, cfg.weight_p, cfg.hidden_p, cfg.output_p)
+    assert dropouts == (0.25, 0.02, 0.2, 0.15, 0.1) and cfg.drop_mult == 1.0
+    assert cfg.layer_sizes() == [(400, 1152), (1152, 1152), (1152, 400)]

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import lzma
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from ulmfit.checkpoint import CheckpointError, write_dir_atomically
 from ulmfit.cli.main import main
 from ulmfit.data.lm import LMDataConfig
 from ulmfit.data.prepare import CorpusConfig
-from ulmfit.models.awd_lstm import AWDLSTMConfig
-from ulmfit.models.io import load_lm
+from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.io import load_lm, write_lm_files
+from ulmfit.tasks.lm import LMTask
 from ulmfit.tasks.train_lm import (
     LMStageConfig,
     VocabConfig,
+    build_lm_task,
     evaluate_language_model,
     train_language_model,
 )
 from ulmfit.text.readers import CorpusError
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
+from ulmfit.text.vocab import Vocab
 from ulmfit.training.config import TrainConfig
 
 TINY = AWDLSTMConfig(emb_size=16, hidden_size=24, n_layers=2, drop_mult=0.2)
@@ -56,6 +65,14 @@ def small_text(tmp_path: Path, shared_data: Path) -> Path:
     path = tmp_path / "small.txt"
     path.write_text("".join(lines), encoding="utf-8")
     return path
+
+
+def trec_text(tmp_path: Path, shared_data: Path) -> Path:
+    """TREC's training questions as one document per line: a target corpus unlike WikiText."""
+    target = tmp_path / "trec.txt"
+    with lzma.open(shared_data / "trec/train.csv.xz", "rt", encoding="latin-1") as f:
+        target.write_text("\n".join(r["text"] for r in csv.DictReader(f)), encoding="utf-8")
+    return target
 
 
 def unigram_perplexity(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: int) -> float:
@@ -97,6 +114,19 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
     test_ids, _ = tokenize_files([str(wt2 / "wiki.test.tokens.xz")], cfg.corpus, tok).numericalize(
         lm.vocab
     )
+    # WikiText's markers are mapped, not learned as words: "<unk>" becomes xxunk (frequent:
+    # ~6.5% of these tokens, second only to xxmaj) and "@-@" joins the hyphenated word again.
+    assert "<unk>" not in lm.vocab and "@-@" not in lm.vocab and "xxunk" in lm.vocab
+    counts = np.bincount(train_ids, minlength=len(lm.vocab))
+    unk = lm.vocab.stoi["xxunk"]
+    assert counts[unk] > 0.03 * len(train_ids) and unk in np.argsort(-counts)[:5]
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for r in rows:
+        assert 0 < r["valid_accuracy"] < 1
+        assert r["valid_perplexity"] == pytest.approx(math.exp(r["valid_loss"]), rel=1e-9)
+    # The last epoch's validation is the same stream as evaluate-lm's: the same loss.
+    assert rows[-1]["valid_loss"] == pytest.approx(metrics["valid_loss"], rel=1e-6)
     unigram = unigram_perplexity(train_ids, test_ids, len(lm.vocab))
     ppl = metrics["valid_perplexity"]
     print(f"unigram perplexity {unigram:.1f}, LM perplexity {ppl:.1f}")
@@ -106,46 +136,95 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
     assert ppl < 0.5 * unigram
 
 
-def test_resume_matches_uninterrupted_run(tmp_path: Path, small_text: Path) -> None:
-    full = stage(
-        tmp_path / "a",
-        [str(small_text)],
-        train=TrainConfig(epochs=2, lr=3e-3, progress=False, seed=7),
-    )
-    train_language_model(full)
-    n_total = int(
-        __import__("json").loads((tmp_path / "a/lm/training_state.json").read_text())["global_step"]
-    )
-    assert n_total > 10
+@pytest.mark.parametrize(
+    ("grad_accum", "save_every", "crash"),
+    [(1, 0, False), (2, 0, False), (2, 6, True)],
+    ids=["max_steps", "grad_accum2", "save_every_then_crash"],
+)
+def test_resume_matches_uninterrupted_run(
+    tmp_path: Path,
+    small_text: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    grad_accum: int,
+    save_every: int,
+    crash: bool,
+) -> None:
+    """Stopped mid-epoch 0 (by max_steps, or by a crash after a save_every checkpoint) and
+    resumed: the final weights are bit-identical to an uninterrupted run's."""
 
-    half = stage(
-        tmp_path / "b",
-        [str(small_text)],
-        train=TrainConfig(epochs=2, lr=3e-3, progress=False, seed=7, max_steps=n_total // 2 + 1),
-    )
-    train_language_model(half)  # "interrupted": stops mid-epoch 1 with a checkpoint
-    resumed = stage(
-        tmp_path / "b",
-        [str(small_text)],
-        train=TrainConfig(epochs=2, lr=3e-3, progress=False, seed=7),
-        resume=True,
-    )
-    train_language_model(resumed)
-    a = load_file(str(tmp_path / "a/lm/model.safetensors"))
-    b = load_file(str(tmp_path / "b/lm/model.safetensors"))
+    def cfg(root: Path, resume: bool = False, **train: int) -> LMStageConfig:
+        return stage(
+            root,
+            [str(small_text)],
+            data=LMDataConfig(bs=32, bptt=20),  # ~50 batches an epoch: cheap, still real
+            train=TrainConfig(
+                epochs=2, lr=3e-3, progress=False, seed=7, grad_accum=grad_accum, **train
+            ),
+            resume=resume,
+        )
+
+    n0 = build_lm_task(cfg(tmp_path / "a")).n_batches(0)
+    full = train_language_model(cfg(tmp_path / "a"))
+    if crash:
+        crash_at = n0 // 2  # train_step calls that complete before the "crash"
+        expected = crash_at // save_every * save_every  # the last save_every checkpoint
+        calls = 0
+        real_step = LMTask.train_step
+
+        def crashing(self: LMTask, *args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > crash_at:
+                raise RuntimeError("simulated crash")
+            return real_step(self, *args)
+
+        monkeypatch.setattr(LMTask, "train_step", crashing)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train_language_model(cfg(tmp_path / "b", save_every=save_every))
+        monkeypatch.undo()
+    else:
+        expected = n0 // 2 // grad_accum * grad_accum  # stops only on an optimizer step
+        train_language_model(cfg(tmp_path / "b", max_steps=expected))
+    part = tmp_path / "b/lm"
+    meta = json.loads((part / "training_state.json").read_text())
+    assert meta["epoch"] == 0 and not meta["finished"]
+    assert 0 < meta["step_in_epoch"] == meta["global_step"] == expected < n0
+    # The LSTM state of the interrupted stream travels with the checkpoint.
+    carry = {
+        k: v
+        for k, v in load_file(str(part / "training_state.safetensors")).items()
+        if k.startswith("extra.carry.")
+    }
+    assert sorted(carry) == [f"extra.carry.{i}.{x}" for i in range(TINY.n_layers) for x in "ch"]
+    assert all(v.shape[:2] == (1, 32) and v.abs().sum() > 0 for v in carry.values())
+    a = load_file(str(full / "model.safetensors"))
+    b = load_file(str(part / "model.safetensors"))
+    assert not torch.equal(a["encoder.embedding.weight"], b["encoder.embedding.weight"])
+
+    train_language_model(cfg(tmp_path / "b", resume=True, save_every=save_every))
+    b = load_file(str(part / "model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    done = json.loads((part / "training_state.json").read_text())
+    assert (
+        done["finished"]
+        and done["global_step"]
+        == json.loads((full / "training_state.json").read_text())["global_step"]
+    )
+    # Same weights at each epoch end: the same validation loss, to the last bit.
+    rows_a, rows_b = (
+        [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
+        for d in (full, part)
+    )
+    assert [r["valid_loss"] for r in rows_a] == [r["valid_loss"] for r in rows_b]
+    assert len(rows_a) == 2
 
 
 def test_finetune_transfers_vocabulary(tmp_path: Path, small_text: Path, shared_data: Path) -> None:
     pre_dir = train_language_model(stage(tmp_path, [str(small_text)]))
     pre = load_lm(pre_dir)
-    target = tmp_path / "trec.txt"
-    with lzma.open(shared_data / "trec/train.csv.xz", "rt", encoding="latin-1") as f:
-        import csv
-
-        target.write_text("\n".join(r["text"] for r in csv.DictReader(f)), encoding="utf-8")
+    target = trec_text(tmp_path, shared_data)
     ft = stage(tmp_path, [str(target)], out_dir=str(tmp_path / "ft"), pretrained=str(pre_dir))
     ft_dir = train_language_model(
         ft.__class__(
@@ -163,6 +242,87 @@ def test_finetune_transfers_vocabulary(tmp_path: Path, small_text: Path, shared_
     d_same = (w_new[tuned.vocab.stoi[tok]] - w_pre[pre.vocab.stoi[tok]]).abs().max()
     d_mean = (w_new[tuned.vocab.stoi[tok]] - w_pre.mean(0)).abs().max()
     assert d_same < 0.2 * d_mean
+
+
+def test_stage2_model_starts_from_pretrained_rows_by_token_string(
+    tmp_path: Path, small_text: Path, shared_data: Path
+) -> None:
+    """The transferred model before any fine-tuning: known tokens keep their pretrained
+    embedding row and decoder bias exactly (found by string: the ids differ), new tokens
+    start at the pretrained mean row and mean bias, and the decoder stays tied."""
+    pre_dir = train_language_model(
+        stage(tmp_path, [str(small_text)], train=TrainConfig(max_steps=3, progress=False))
+    )
+    pre = load_lm(pre_dir)
+    pre_state = pre.model.state_dict()
+    w_pre, b_pre = pre_state["encoder.embedding.weight"], pre_state["decoder.bias"]
+    assert b_pre.abs().sum() > 0 and b_pre.std() > 0  # trained: the bias checks are not vacuous
+    ft = stage(
+        tmp_path,
+        [str(trec_text(tmp_path, shared_data))],
+        out_dir=str(tmp_path / "ft"),
+        pretrained=str(pre_dir),
+    )
+    task = build_lm_task(ft)
+    assert not (tmp_path / "ft").exists()  # building the model trains and writes nothing
+    files = tmp_path / "ft_files"
+    files.mkdir()
+    task.save_files(files)
+    vocab = Vocab.load(files / "vocab.json")
+    model = task.model
+    assert model.decoder.weight is model.encoder.embedding.weight
+
+    shared = [t for t in vocab.itos if t in pre.vocab.stoi]
+    new = [t for t in vocab.itos if t not in pre.vocab.stoi]
+    assert len(shared) > 100 and len(new) > 100
+    assert sum(vocab.stoi[t] != pre.vocab.stoi[t] for t in shared) > 50  # ids really moved
+    ours = torch.tensor([vocab.stoi[t] for t in shared])
+    theirs = torch.tensor([pre.vocab.stoi[t] for t in shared])
+    w, b = model.encoder.embedding.weight.detach(), model.decoder.bias.detach()
+    assert torch.equal(w[ours], w_pre[theirs])
+    assert torch.equal(b[ours], b_pre[theirs])
+    fresh = torch.tensor([vocab.stoi[t] for t in new])
+    assert torch.equal(w[fresh], w_pre.mean(0).expand(len(new), -1))
+    assert torch.equal(b[fresh], b_pre.mean().expand(len(new)))
+    # Everything not indexed by the vocabulary (the LSTMs) is copied unchanged.
+    state = model.state_dict()
+    for k in state:
+        if k not in ("encoder.embedding.weight", "decoder.weight", "decoder.bias"):
+            assert torch.equal(state[k], pre_state[k]), k
+
+
+@pytest.mark.parametrize(
+    ("tensor", "bad_file", "match"),
+    [
+        (None, "vocab.json", "does not belong to these weights"),
+        ("encoder.embedding.weight", "model.safetensors", r"embedding\.weight has shape"),
+        ("encoder.rnns.0.lstm.weight_hh_l0", "model.safetensors", r"weight_hh_l0 has shape"),
+    ],
+    ids=["vocab_one_short", "embedding_one_row_short", "lstm_weight_wrong_shape"],
+)
+def test_pretrained_dir_that_does_not_fit_is_a_clear_error_and_writes_nothing(
+    tmp_path: Path, small_text: Path, tensor: str | None, bad_file: str, match: str
+) -> None:
+    runs = tmp_path / "runs"
+    pre_dir = runs / "pre"
+    itos = [*SPECIAL_TOKENS, "the", "of", "and", "in", "to"]
+    model = AWDLSTMLanguageModel(TINY.replace(vocab_size=len(itos)))
+    write_dir_atomically(
+        pre_dir, lambda d: write_lm_files(d, model, Vocab(itos), TokenizerConfig())
+    )
+    if tensor is None:
+        Vocab(itos[:-1]).save(pre_dir / "vocab.json")
+    else:
+        weights = load_file(str(pre_dir / "model.safetensors"))
+        weights[tensor] = weights[tensor][:-1].clone()
+        save_file(weights, str(pre_dir / "model.safetensors"))
+    ft = stage(tmp_path, [str(small_text)], out_dir=str(runs / "ft"), pretrained=str(pre_dir))
+    with pytest.raises(CheckpointError, match=match) as info:
+        train_language_model(ft)
+    assert str(pre_dir / bad_file) in str(info.value)
+    assert not (runs / "ft").exists()
+    # No half-written checkpoint beside it either (write_dir_atomically's ".ft.*.tmp").
+    assert sorted(p.name for p in runs.iterdir()) == ["pre"]
 
 
 @pytest.mark.parametrize(
@@ -273,10 +433,39 @@ def test_cli_pretrain_finetune_evaluate(
     assert "lrr" in capsys.readouterr().err
 
 
+def test_cli_pretrain_from_toml_and_lr_find(
+    tmp_path: Path, small_text: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    q = json.dumps  # a JSON string is a valid TOML basic string
+    toml = tmp_path / "pre.toml"
+    toml.write_text(
+        f'out_dir = {q(str(tmp_path / "pre"))}\ndevice = "cpu"\n'
+        f"[corpus]\ntrain = [{q(str(small_text))}]\nn_workers = 1\n"
+        f"cache_dir = {q(str(tmp_path / 'c'))}\n"
+        "[model]\nemb_size = 16\nhidden_size = 24\nn_layers = 2\n"
+        "[data]\nbs = 8\nbptt = 20\n"
+        "[train]\nmax_steps = 4\nlog_every = 2\nprogress = false\n"
+    )
+    assert main(["-q", "pretrain", "--config", str(toml)]) == 0
+    assert f"model directory: {tmp_path / 'pre'}" in capsys.readouterr().out
+    lm = load_lm(tmp_path / "pre")
+    assert lm.config["stage"] == "pretrain"
+    assert (lm.model.config.emb_size, lm.model.config.hidden_size) == (16, 24)
+    assert json.loads((tmp_path / "pre/training_state.json").read_text())["global_step"] == 4
+
+    png = tmp_path / "plots/lr.png"
+    argv = ["-q", "lr-find", "--config", str(toml), "--num-steps", "15", "--plot", str(png)]
+    assert main([*argv, "--out-dir", str(tmp_path / "lr")]) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"suggested lr: (\S+) \(steepest descent at (\S+)\)", out)
+    assert found, out
+    assert all(1e-7 <= float(v) <= 10 for v in found.groups())
+    assert png.stat().st_size > 1000 and f"plot: {png}" in out
+    assert not (tmp_path / "lr").exists()  # the range test leaves no model behind
+
+
 def test_sentencepiece_lm_and_finetune(tmp_path: Path, small_text: Path) -> None:
     """The subword option end to end: the SentencePiece model travels with the weights."""
-    from ulmfit.text.tokenize import TokenizerConfig
-
     tok = TokenizerConfig(kind="spm", spm_vocab_size=400)
     pre = train_language_model(
         stage(
