@@ -182,3 +182,17 @@ def test_corpus_dataclass_fields() -> None:
     )
     assert (c.n_docs, c.n_tokens) == (1, 2)
     assert c.tokens(0) == ["xxbos", "xxunk"]
+
+
+def _die(chunk: list[int]) -> list[int]:
+    """A worker function that kills its process (spawn imports it from this module)."""
+    os._exit(3)
+
+
+def test_a_dead_worker_is_a_clear_error() -> None:
+    from ulmfit.text._parallel import imap_chunks
+
+    # A worker that dies outright (usually an unguarded script re-run by spawn, or the
+    # OOM killer) must not surface as a bare BrokenProcessPool.
+    with pytest.raises(RuntimeError, match=r"__main__.*n_workers=1"):
+        list(imap_chunks(_die, [[1], [2]], 2, None))

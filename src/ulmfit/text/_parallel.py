@@ -6,6 +6,7 @@ import multiprocessing as mp
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 A = TypeVar("A")
@@ -68,9 +69,23 @@ def imap_chunks(
         for chunk in chunks:
             pending.append(pool.submit(func, chunk))
             if len(pending) >= pending_max:
-                yield pending.popleft().result()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield _result(pending.popleft())
     finally:
         # Also reached when the consumer stops early: drop the queued work.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future: Future[B]) -> B:
+    """The future's result; a dead worker gets an error that says what usually kills it."""
+    try:
+        return future.result()
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            "a tokeniser worker process died. Workers are spawned, so they import the "
+            'script that started them: a script without `if __name__ == "__main__":` '
+            "runs again in each worker and fails there. Guard the script's entry point, "
+            "or tokenise in this process (n_workers=1); also check memory (a killed worker "
+            f"looks the same). ({e})"
+        ) from e
