@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import lzma
 import os
@@ -644,8 +645,17 @@ def lm_rows(lm_argv: list[str]) -> list[Row]:
         "ceiling": "raw nn.LSTM stack + tied softmax, no dropout (ceiling)",
         lt.FASTAI: "fastai Learner + LMDataLoader end to end",
     }
+    results = lt.measure(args, device)
+    summary = lt.summarise(results)
+    if args.json:  # the raw timings too, as lm_throughput.py --json writes them
+        import json
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        raw = [{**dataclasses.asdict(r), "tokens_per_s": r.tokens_per_s} for r in results]
+        payload = {"hardware": lt.hardware(device), "results": raw, "summary": summary}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     rows = []
-    for r in lt.summarise(lt.measure(args, device)):
+    for r in summary:
         mem = "" if r["peak_mem_gib"] is None else f"peak {r['peak_mem_gib']:.2f} GiB; "
         bar = f"bar >= {lt.BAR}x ceiling: {r['bar']}; " if r["bar"] else ""
         rows.append(
