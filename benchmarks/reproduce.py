@@ -169,7 +169,7 @@ def smoke_budget(root: Path) -> Budget:
         max_valid=500,
         reuse_lm=DEMO_LM,
         description="configs/demo_trec.toml recipe (AWD-LSTM 64/256x3, vocab 15k, 1 epoch on "
-        "300 Wikipedia articles; LM fine-tuning 2 epochs; classifier 1+1+6 epochs)",
+        "300 Wikipedia articles; LM fine-tuning 2 epochs; classifier 1+1+15 epochs, peak lr 4e-2)",
     )
 
 
