@@ -245,8 +245,14 @@ class TextClassifier:
         labels: Sequence[str] | Sequence[Sequence[str]],
         valid: tuple[Sequence[str], Sequence[Any]] | None = None,
         log_dir: str | Path | None = None,
+        classes: Sequence[str] | None = None,
     ) -> TextClassifier:
         """Fine-tune the classifier (gradual unfreezing, discriminative LR, STLR).
+
+        ``classes``: every label the model should know, in order (default: the sorted
+        labels seen in ``labels``, and ``valid`` when it is carved out of them); a
+        label outside them is an error. Give it when training on a sample that may
+        miss rare labels the test data has.
 
         The weights kept are those of the epoch with the best validation metric (accuracy,
         or micro-F1 at 0.5; ties go to the lower validation loss); without validation data
@@ -287,7 +293,12 @@ class TextClassifier:
             valid_texts, valid_labels = list(valid[0]), list(valid[1])
         # Classes come from all the labelled data we were given: a rare label that the
         # seeded split happened to put only in validation is still a class.
-        self.labels = LabelEncoder.fit(list(labels) if valid is None else train_labels, cfg.task)
+        if classes is not None:
+            self.labels = LabelEncoder(list(classes), cfg.task)
+        else:
+            self.labels = LabelEncoder.fit(
+                list(labels) if valid is None else train_labels, cfg.task
+            )
         y_train = self.labels.encode(train_labels, source="train")
         y_valid = self.labels.encode(valid_labels, source="validation") if valid_texts else None
 

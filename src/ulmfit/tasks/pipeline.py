@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         )
 
     train = read(data.train)
+    # The classes are all the training file's labels, also when max_train keeps only
+    # the first rows: the test data may well hold a rare label those rows lack.
+    known = LabelEncoder.fit(train.labels or [], cfg.classifier.task)
     if data.max_train and len(train.texts) > data.max_train:
         log.info(
             "%s: using the first %d of %d training rows (max_train)",
@@ -104,9 +108,8 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
     test = None
     if data.test:
         test = read(data.test)
-    # The classes are the training labels: a validation or test label outside them fails
-    # now, naming its file line, rather than after the language models are trained.
-    known = LabelEncoder.fit(train.labels or [], cfg.classifier.task)
+    # A validation or test label outside the training file's fails now, naming its file
+    # line, rather than after the language models are trained.
     for path, held_out in ((data.valid, valid_rows), (data.test, test)):
         if held_out is not None and held_out.labels is not None:
             known.encode(held_out.labels, rows=held_out.rows, source=str(path))
@@ -117,7 +120,16 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
     for sub, backwards in directions:
         given = cfg.pretrained_backward if backwards else cfg.pretrained
         clf, paths = _run_direction(
-            cfg, out / sub, train, valid, backwards, given, skip_lm_finetuning, times, sub
+            cfg,
+            out / sub,
+            train,
+            valid,
+            backwards,
+            given,
+            skip_lm_finetuning,
+            times,
+            sub,
+            known.classes,
         )
         clfs.append(clf)
         artifacts.update({f"{sub}{k}": v for k, v in paths.items()})
@@ -158,6 +170,7 @@ def _run_direction(
     skip_lm_finetuning: bool,
     times: dict[str, float],
     prefix: str,
+    classes: Sequence[str],
 ) -> tuple[TextClassifier, dict[str, str]]:
     """Stages 1-3 in one reading direction; the backward model reads every text reversed."""
     stage1 = cfg.pretrain
@@ -187,7 +200,13 @@ def _run_direction(
     # Stage 3: the classifier.
     t0 = time.perf_counter()
     clf = TextClassifier(finetuned, clf_cfg)
-    clf.fit(train.texts, train.labels or [], valid=valid, log_dir=out / "classifier_logs")
+    clf.fit(
+        train.texts,
+        train.labels or [],
+        valid=valid,
+        log_dir=out / "classifier_logs",
+        classes=classes,
+    )
     clf.save(out / "classifier")
     times[f"{prefix}classifier_s"] = time.perf_counter() - t0
     paths = {
