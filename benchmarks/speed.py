@@ -353,7 +353,7 @@ def corpus_rows(data: Path, workers: int) -> list[Row]:
             Row(
                 sec,
                 f"tokens/s, Wikipedia subset ({r['docs']:,} articles, {r['tokens'] / 1e6:.1f}M "
-                "tokens), read + tokenise + numericalise, no cache",
+                "tokens), read + tokenise + numericalise into a fresh cache folder",
                 f"ours, {name}",
                 f"{rate:,.0f}",
                 f"{rate / workers:,.0f} per process",
@@ -541,7 +541,8 @@ def trained_rows(model_dir: Path, data: Path, rounds: int, threads: int) -> list
                 name,
                 f"{med[0]:.3f} / {med[1]:.4f} / {med[2]:.4f}",
                 "",
-                "median of runs; nothing is compiled, so the first call costs about the second",
+                f"median of {len(latency[name])} runs; first call {med[1] / med[2]:.1f}x the "
+                "second (nothing is compiled per call)",
             )
         )
     return rows
