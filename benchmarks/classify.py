@@ -17,13 +17,13 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+from bench_env import cpu_model
 from ulmfit.config import from_dict, load_toml
 from ulmfit.datasets import data_dir, dataset_spec
 from ulmfit.tasks.pipeline import LabelledDataConfig, PipelineConfig, run_pipeline
@@ -33,14 +33,7 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
 def hardware() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{cpu} x{os.cpu_count()}{gpu}, torch {torch.__version__}"
 

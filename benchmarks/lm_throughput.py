@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench_env import cpu_model
 from ulmfit.data.lm import LMBatch, LMDataConfig, LMStream
 from ulmfit.models.awd_lstm import (
     AWDLSTMConfig,
@@ -77,7 +78,7 @@ from ulmfit.models.awd_lstm import (
 )
 from ulmfit.tasks.lm import LMTask
 from ulmfit.training.config import TrainConfig
-from ulmfit.training.loop import fit, resolve_precision
+from ulmfit.training.loop import fit, optimizer_step, resolve_precision
 
 SIZES: dict[str, dict[str, int]] = {
     "paper": {"vocab_size": 60_000, "emb_size": 400, "hidden_size": 1152, "n_layers": 3},
@@ -228,7 +229,6 @@ def bare_loop(
 ) -> tuple[int, float]:
     """Train over ``batches`` (clip + AdamW each step); time all but the first ``warmup``."""
     optimizer = adamw(model.parameters(), device)
-    params = list(model.parameters())
     # fp16 needs loss scaling (as fit does it); bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     model.train()
@@ -241,18 +241,8 @@ def bare_loop(
         with autocast_for(device, amp):
             loss, new_state = step_fn(x, y, state)
         state = detach_state(new_state)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, TRAIN.clip, foreach=True)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        optimizer_step(model, optimizer, scaler, TRAIN.clip)  # the loop's own step
         if i >= warmup:
             tokens += y.numel()
     sync(device)
@@ -567,14 +557,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def hardware(device: torch.device) -> dict[str, Any]:
     """CPU model, cores, threads, torch/CUDA versions and GPU name."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
@@ -612,6 +596,31 @@ def write_section(path: Path, args: argparse.Namespace, hw: dict[str, Any], tabl
     )
     with path.open("a", encoding="utf-8") as f:
         f.write(section)
+
+
+def write_json(
+    path: Path,
+    args: argparse.Namespace,
+    hw: dict[str, Any],
+    results: list[Result],
+    summary: list[dict[str, Any]],
+    total_s: float,
+) -> None:
+    """The raw timings and their summary, for ``--json``."""
+    payload = {
+        "command": command_line(),
+        "hardware": hw,
+        "sizes": SIZES[args.sizes],
+        "bptt": args.bptt,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "total_s": total_s,
+        "results": [{**asdict(r), "tokens_per_s": r.tokens_per_s} for r in results],
+        "summary": summary,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 def command_line() -> str:
@@ -688,20 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows)
     total = time.perf_counter() - t_start
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "command": command_line(),
-            "hardware": hw,
-            "sizes": SIZES[args.sizes],
-            "bptt": args.bptt,
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "repeats": args.repeats,
-            "total_s": total,
-            "results": [{**asdict(r), "tokens_per_s": r.tokens_per_s} for r in results],
-            "summary": rows,
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, args, hw, results, rows, total)
     if not args.no_write:
         write_section(args.out, args, hw, table)
     print(f"\ntotal {total:.0f} s", file=sys.stderr, flush=True)

@@ -31,7 +31,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 # benchmarks/ is not a package: make the sibling reproduce.py importable as a module.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce as R
+from bench_env import command_line
 from ulmfit.baselines import align_columns, scratch_baseline, tfidf_baseline
 from ulmfit.datasets import data_dir
 
@@ -209,12 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_write:
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        env = f"ULMFIT_DATA={os.environ['ULMFIT_DATA']} " if os.environ.get("ULMFIT_DATA") else ""
-        cmd = (
-            env
-            + "PYTHONPATH=src python "
-            + shlex.join(["benchmarks/lowshot.py", *(sys.argv[1:] if argv is None else argv)])
-        )
+        cmd = command_line("benchmarks/lowshot.py", argv)
         omp = os.environ.get("OMP_WAIT_POLICY", "unset")
         pre = "reused" if isinstance(pretrain_time, str) else f"{pretrain_time:.0f}s"
         try:

@@ -22,7 +22,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from bench_env import cpu_model
 from ulmfit.config import from_dict, load_toml
 from ulmfit.models.io import export_lm
 from ulmfit.tasks.train_lm import LMStageConfig, evaluate_language_model, train_language_model
@@ -38,14 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def hardware() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{cpu} x{os.cpu_count()}{gpu}, torch {torch.__version__}"
 

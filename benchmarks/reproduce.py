@@ -46,9 +46,6 @@ import datetime as dt
 import json
 import logging
 import math
-import platform
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench_env import command_line, cpu_model
 from ulmfit.baselines import (
     BaselineResult,
     align_columns,
@@ -426,14 +424,7 @@ def score(data: Splits, run: SystemRun) -> dict[str, Any]:
 
 
 def hardware() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}"
     return f"{cpu} x{os.cpu_count()} CPU, torch {torch.__version__}"
@@ -616,12 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %s", system, _headline(metrics[-1]))
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    env = f"ULMFIT_DATA={os.environ['ULMFIT_DATA']} " if os.environ.get("ULMFIT_DATA") else ""
-    cmd = (
-        env
-        + "PYTHONPATH=src python "
-        + shlex.join(["benchmarks/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
-    )
+    cmd = command_line("benchmarks/reproduce.py", argv)
     header, rows = make_rows(args.dataset, data, runs, metrics, budget, pretrained, when, cmd)
     table = "\n".join([header, "|" + "---|" * (header.count("|") - 1), *rows])
     report = {

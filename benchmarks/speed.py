@@ -38,11 +38,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import dataclasses
 import datetime as dt
 import lzma
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -57,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench_env import cpu_model
 from ulmfit.data.classification import ClassificationBatches, LabelEncoder, read_labelled
 from ulmfit.inference import num_threads, quantize_int8
 from ulmfit.models.awd_lstm import AWDLSTMConfig
@@ -646,15 +645,12 @@ def lm_rows(lm_argv: list[str]) -> list[Row]:
         "ceiling": "raw nn.LSTM stack + tied softmax, no dropout (ceiling)",
         lt.FASTAI: "fastai Learner + LMDataLoader end to end",
     }
+    t0 = time.perf_counter()
     results = lt.measure(args, device)
     summary = lt.summarise(results)
     if args.json:  # the raw timings too, as lm_throughput.py --json writes them
-        import json
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        raw = [{**dataclasses.asdict(r), "tokens_per_s": r.tokens_per_s} for r in results]
-        payload = {"hardware": lt.hardware(device), "results": raw, "summary": summary}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        total = time.perf_counter() - t0
+        lt.write_json(args.json, args, lt.hardware(device), results, summary, total)
     rows = []
     for r in summary:
         mem = "" if r["peak_mem_gib"] is None else f"peak {r['peak_mem_gib']:.2f} GiB; "
@@ -689,13 +685,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    hw = f"{cpu} x{os.cpu_count()}, torch {torch.__version__}"
+    hw = f"{cpu_model()} x{os.cpu_count()}, torch {torch.__version__}"
     if torch.cuda.is_available():
         hw += f", {torch.cuda.get_device_name(0)}"
     return hw

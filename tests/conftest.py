@@ -1,11 +1,13 @@
-"""Shared fixtures: where the real datasets are."""
+"""Shared fixtures: where the real datasets are; one torch thread for timing-prone tests."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,3 +22,15 @@ def shared_data() -> Path:
     if not (path / "README.md").exists():
         pytest.skip(f"real datasets not found at {path} (set ULMFIT_SHARED_DATA)")
     return path
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test (use with ``pytest.mark.usefixtures``).
+
+    On shared cores a second, spinning OpenMP thread made some runs 10-90x slower.
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from ulmfit.baselines import (
     align_columns,
@@ -28,14 +26,7 @@ from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import ClassifierTrainConfig, UnfreezeStage
 from ulmfit.training.config import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # On shared cores a second, spinning OpenMP thread made these runs 10-90x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

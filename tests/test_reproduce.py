@@ -11,18 +11,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # On shared cores a second, spinning OpenMP thread made these runs 10-90x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +25,7 @@ def reproduce() -> Iterator[ModuleType]:
     module = importlib.util.module_from_spec(spec)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "reproduce", module)  # dataclasses look their module up
+        mp.syspath_prepend(str(REPO / "benchmarks"))  # as a script: its folder is on the path
         # The script sets OMP_WAIT_POLICY on import: undo that after these tests.
         mp.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
         spec.loader.exec_module(module)

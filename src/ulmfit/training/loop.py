@@ -236,7 +236,7 @@ def fit(
             state.global_step += 1
             at_boundary = state.step_in_epoch % config.grad_accum == 0
             if at_boundary or state.step_in_epoch == n_batches:
-                _optimizer_step(model, optimizer, scaler, config.clip)
+                optimizer_step(model, optimizer, scaler, config.clip)
             if bar is not None:
                 bar.update(1)
             if state.global_step % config.log_every == 0:
@@ -296,12 +296,13 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def _optimizer_step(
+def optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     clip: float,
 ) -> None:
+    """Unscale (fp16), clip, step and zero the gradients: the end of every training step."""
     if scaler is not None:
         scaler.unscale_(optimizer)
     if clip:
