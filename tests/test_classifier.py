@@ -29,6 +29,7 @@ from ulmfit.tasks.classify import (
     ClassifierTrainConfig,
     TextClassifier,
     UnfreezeStage,
+    stretch_stages,
 )
 from ulmfit.tasks.pipeline import (
     LabelledDataConfig,
@@ -447,6 +448,29 @@ def test_metric_ties_go_to_the_lower_validation_loss(
     assert clf.model is not None
     assert len(clf.history) == 4  # better losses at epochs 1 and 2, then one worse epoch
     assert same_weights(clone(clf.model), snapshots[2])
+
+
+def test_stretch_stages_lengthens_only_the_last_stage() -> None:
+    stages = (UnfreezeStage(1, 1, 2e-2), UnfreezeStage(2, 1, 1e-2), UnfreezeStage(0, 3, 1e-3))
+    # 2 steps an epoch: the first two stages take 4 steps, the last (100 - 4) / 2 = 48 epochs.
+    out = stretch_stages(stages, 2, 100)
+    assert out[:2] == stages[:2]
+    assert out[2] == UnfreezeStage(0, 48, 1e-3)
+    assert sum(s.epochs for s in out) * 2 >= 100
+    assert stretch_stages(stages, 3, 101)[2].epochs == 32  # ceil((101 - 6) / 3)
+    assert stretch_stages(stages, 2, 0) == stages  # off
+    assert stretch_stages(stages, 40, 100) == stages  # already long enough
+    assert stretch_stages(stages, 0, 100) == stages  # no batches: nothing to stretch
+
+
+def test_min_steps_lengthens_a_short_run(tiny_lm: Path) -> None:
+    texts, labels = good_bad(64, seed=0)  # ~58 train docs after the 10% split: 4 batches of 16
+    stages = (UnfreezeStage(1, 1, 1e-2), UnfreezeStage(0, 1, 1e-2))
+    clf = TextClassifier(tiny_lm, tiny_config(stages=stages, min_steps=20)).fit(texts, labels)
+    # 4 steps in stage 0, then ceil((20 - 4) / 4) = 4 epochs; the step count restarts per stage.
+    assert [r["step"] for r in clf.history] == [4, 4, 8, 12, 16]
+    plain = TextClassifier(tiny_lm, tiny_config(stages=stages)).fit(texts, labels)
+    assert len(plain.history) == 2
 
 
 def test_refit_forgets_thresholds_and_history(tiny_lm: Path) -> None:

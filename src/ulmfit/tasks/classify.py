@@ -111,6 +111,7 @@ class ClassifierTrainConfig:
     pos_weight: bool = False  # multilabel: weight positives by negatives/positives per label
     valid_frac: float = 0.1  # held out of train (stratified) without a validation set; 0: none
     early_stopping: int = 0  # stop after this many epochs without improvement; 0: never
+    min_steps: int = 0  # few labels: lengthen the last stage to this many steps in all; 0: off
     min_positives: int = 5  # multilabel: fewer validation positives -> global threshold
     backwards: bool = False  # read documents reversed (the backward model of an ensemble)
     device: str = "auto"  # auto | cpu | cuda
@@ -131,6 +132,24 @@ class ClassifierTrainConfig:
 
     def replace(self, **changes: Any) -> ClassifierTrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def stretch_stages(
+    stages: Sequence[UnfreezeStage], steps_per_epoch: int, min_steps: int
+) -> tuple[UnfreezeStage, ...]:
+    """``stages`` with the last one's epochs raised so that all take ``>= min_steps`` steps.
+
+    A recipe written in epochs gives 100 labelled documents 2 steps an epoch at bs 64: far
+    too few for the head to learn. Only the last stage grows (all groups trained, by
+    default), so gradual unfreezing keeps its shape; ``min_steps=0`` changes nothing.
+    """
+    stages = tuple(stages)
+    total = sum(s.epochs for s in stages) * steps_per_epoch
+    if min_steps <= 0 or steps_per_epoch <= 0 or total >= min_steps:
+        return stages
+    others = sum(s.epochs for s in stages[:-1]) * steps_per_epoch
+    epochs = -(-(min_steps - others) // steps_per_epoch)  # ceil
+    return (*stages[:-1], dataclasses.replace(stages[-1], epochs=max(epochs, stages[-1].epochs)))
 
 
 class ClassifierTask:
@@ -363,8 +382,17 @@ class TextClassifier:
                 best["bad"] += 1
             return bool(cfg.early_stopping and best["bad"] >= cfg.early_stopping)
 
+        steps_per_epoch = task.n_batches(0) // max(cfg.train.grad_accum, 1)
+        stages = stretch_stages(cfg.stages, steps_per_epoch, cfg.min_steps)
+        if stages != cfg.stages:
+            log.info(
+                "min_steps=%d: last stage lengthened to %d epochs (%d steps an epoch)",
+                cfg.min_steps,
+                stages[-1].epochs,
+                steps_per_epoch,
+            )
         stopped = False
-        for i, stage in enumerate(cfg.stages):
+        for i, stage in enumerate(stages):
             n_groups = len(model.layer_groups())
             trainable = n_groups if stage.groups <= 0 else min(stage.groups, n_groups)
             log.info(
