@@ -99,6 +99,22 @@ def test_training_writes_logs_plot_and_resumable_checkpoint(tmp_path: Path) -> N
     assert saved and all(d.parent == tmp_path for d in saved)  # files went to a temp sibling
 
 
+def test_resume_with_another_schedule_is_refused(tmp_path: Path) -> None:
+    """A piece stopped by max_steps resumes with new limits, not with a new schedule."""
+    cfg = TrainConfig(epochs=2, lr=3e-2, progress=False, max_steps=5)
+    state = fit(task(), cfg, tmp_path / "run")
+    assert not state.finished and state.global_step == 5
+    before = (tmp_path / "run/training_state.json").read_text()
+    with pytest.raises(ValueError, match=r"run: cannot resume .*epochs: 2 -> 3"):
+        fit(task(), cfg.replace(epochs=3, max_steps=0), tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match=r"lr: 0.03 -> 0.01"):
+        fit(task(), cfg.replace(lr=1e-2), tmp_path / "run", resume=True)
+    assert (tmp_path / "run/training_state.json").read_text() == before  # nothing written
+    # Limits and logging may change: the run goes on to its end.
+    done = fit(task(), cfg.replace(max_steps=0, log_every=3), tmp_path / "run", resume=True)
+    assert done.finished and done.global_step > 5
+
+
 def test_precision_resolution() -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) is None

@@ -121,6 +121,36 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+#: TrainConfig fields that fix the sequence of steps and rates: a resumed run must keep them,
+#: or its schedule would jump (``max_minutes``, ``max_steps``, logging and the like may change).
+SCHEDULE_FIELDS = (
+    "epochs",
+    "lr",
+    "schedule",
+    "cut_frac",
+    "ratio",
+    "pct_start",
+    "warmup_frac",
+    "disc_factor",
+    "grad_accum",
+    "seed",
+)
+
+
+def _check_resumable(out_dir: Path, saved: dict[str, Any], config: TrainConfig) -> None:
+    now = config.to_dict()
+    changed = [
+        f"{k}: {saved[k]!r} -> {now[k]!r}"
+        for k in SCHEDULE_FIELDS
+        if k in saved and k in now and saved[k] != now[k]
+    ]
+    if changed:
+        raise ValueError(
+            f"{out_dir}: cannot resume with a different schedule ({'; '.join(changed)}); "
+            "use the saved settings or a new out_dir"
+        )
+
+
 def fit(
     task: Task,
     config: TrainConfig,
@@ -156,6 +186,7 @@ def fit(
 
     if resume and out_dir is not None and (saved := load_training_state(Path(out_dir))):
         meta, tensors = saved
+        _check_resumable(Path(out_dir), meta.get("train_config", {}), config)
         optimizer_from_flat(optimizer, tensors, meta["optimizer"])
         restore_rng(tensors)
         state = LoopState(
