@@ -162,7 +162,13 @@ def synthetic_corpus(n_tokens: int, vocab_size: int, seed: int) -> tuple[np.ndar
 
 def model_config(sizes: str) -> AWDLSTMConfig:
     """ULMFiT's LM (all dropouts at their defaults) at the chosen sizes."""
-    return AWDLSTMConfig(**SIZES[sizes])
+    s = SIZES[sizes]
+    return AWDLSTMConfig(
+        vocab_size=s["vocab_size"],
+        emb_size=s["emb_size"],
+        hidden_size=s["hidden_size"],
+        n_layers=s["n_layers"],
+    )
 
 
 def adamw(params: Iterator[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
@@ -374,7 +380,7 @@ def run_fastai(
     seed: int,
 ) -> tuple[int, float]:
     """fastai's Learner end to end on the same synthetic documents and sizes."""
-    from fastai.text.all import (  # type: ignore[import-not-found]
+    from fastai.text.all import (  # type: ignore[import-not-found,unused-ignore]
         AWD_LSTM,
         Callback,
         CancelFitException,
@@ -390,7 +396,7 @@ def run_fastai(
 
     n_steps = warmup + steps
 
-    class Timer(Callback):  # type: ignore[misc]
+    class Timer(Callback):  # type: ignore[misc,unused-ignore]
         """Clock from batch ``warmup`` to the end of batch ``n_steps - 1``, then stop."""
 
         order = 99
@@ -456,7 +462,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[Result]:
     results: list[Result] = []
     for precision in args.precision:
         amp = resolve_precision(precision, device)
-        label = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")  # type: ignore[call-overload]
+        label = "bf16" if amp == torch.bfloat16 else "fp16" if amp == torch.float16 else "fp32"
         for bs in args.bs:
             for repeat in range(args.repeats):
                 for system in systems:

@@ -52,15 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--eval", nargs="*", help="files to report perplexity on (default: WT103 valid+test)"
     )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="override the config's epochs (the schedule spans them: give every piece the same)",
+    )
     p.add_argument("--export", type=Path, help="also write a bf16, 16 MiB-sharded copy here")
     p.add_argument("--json", type=Path, help="write the figures here too (e.g. $OUT/pretrain.json)")
     p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     args = p.parse_args(argv)
 
     cfg = from_dict(LMStageConfig, load_toml(args.config), where=str(args.config))
-    cfg = dataclasses.replace(
-        cfg, resume=True, train=cfg.train.replace(max_minutes=args.max_minutes)
-    )
+    train = cfg.train.replace(max_minutes=args.max_minutes)
+    if args.epochs:
+        train = train.replace(epochs=args.epochs)
+    cfg = dataclasses.replace(cfg, resume=True, train=train)
     t0 = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

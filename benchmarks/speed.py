@@ -22,6 +22,10 @@ Rows (one table, printed last):
 * **trained classifier** (``--trec-model``, the demo's TREC-6 classifier): test accuracy
   in float32 and int8, their agreement, docs/s on TREC's short questions, and the time
   from ``TextClassifier.load`` to the first prediction.
+* **classifier training**: one epoch of our training loop (``fit`` over a
+  ``ClassifierTask``, as ``TextClassifier.fit`` runs it) against the same model's
+  ``train_step`` in a bare loop, on the same length-sorted batches; on the CPU at
+  ``--train-sizes`` (default the demo's 64/256x3), on a GPU at the paper's sizes.
 * **GPU** (only with CUDA): classifier inference and training docs/s and peak memory.
   LM training throughput has its own benchmark, ``benchmarks/lm_throughput.py``.
 
@@ -60,13 +64,14 @@ from ulmfit.data.classification import ClassificationBatches, LabelEncoder, read
 from ulmfit.inference import num_threads, quantize_int8
 from ulmfit.models.awd_lstm import AWDLSTMConfig
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
-from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+from ulmfit.tasks.classify import ClassifierTask, ClassifierTrainConfig, TextClassifier
 from ulmfit.text.tokenize import BOS, PRE_RULES, TokenizerConfig, WordTokenizer, _case_rules
 from ulmfit.text.vocab import Vocab
+from ulmfit.training.loop import fit, resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 FASTAI_TOKENS_PER_S = 113_000  # shared/docs/CPU_ANCHORS.md, section 1
-SECTIONS = ("tok", "corpus", "cpu", "trained", "lm", "gpu")
+SECTIONS = ("tok", "corpus", "cpu", "train", "trained", "lm", "gpu")
 
 
 @dataclass
@@ -162,7 +167,7 @@ class FastaiTokenizer:
 
     def __init__(self) -> None:
         import fastai
-        from fastai.text.core import (  # type: ignore[import-not-found]
+        from fastai.text.core import (  # type: ignore[import-not-found,unused-ignore]
             SpacyTokenizer,
             TokenizeWithRules,
             defaults,
@@ -590,39 +595,89 @@ def gpu_rows(texts: list[str], sizes: str, rounds: int) -> list[Row]:
                 f"peak {peak:,.0f} MiB",
             )
         )
-    # Training: full forward/backward/AdamW steps on length-sorted batches of 64.
-    model = clf.model.train()
-    docs = clf.numericalize(texts)
-    y = np.arange(n) % 2
-    batches = ClassificationBatches(docs, y, 64, train=True, seed=0, device=dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = nn.CrossEntropyLoss()
+    rows += training_rows(sec, clf, texts, dev, rounds)
+    return rows
 
-    def epoch() -> None:
+
+def training_rows(
+    sec: str, clf: TextClassifier, texts: list[str], device: torch.device, rounds: int
+) -> list[Row]:
+    """One classifier training epoch: our training loop against its bare model step.
+
+    ``ours``: :func:`ulmfit.training.loop.fit` over a
+    :class:`~ulmfit.tasks.classify.ClassifierTask` (what ``TextClassifier.fit`` runs for
+    each unfreezing stage: BPT3C, length-sorted batches, dropouts, AR/TAR, clipping,
+    STLR with discriminative rates, AdamW, precision as the loop sets it, logging).
+    ``model step``: the same task's ``train_step`` (the same forward and loss) with
+    backward, clipping and one AdamW group in a bare loop, no schedule or bookkeeping.
+    Both walk the same batches; the ratio is the loop's cost.
+    """
+    assert clf.model is not None
+    model = clf.model.to(device).train()
+    docs = clf.numericalize(texts)
+    n = len(docs)
+    y = np.arange(n) % 2
+    batches = ClassificationBatches(docs, y, 64, train=True, seed=0, device=device)
+    train_cfg = ClassifierTrainConfig().train.replace(epochs=1, progress=False)
+    amp = resolve_precision(train_cfg.precision, device)
+    precision = "bf16" if amp == torch.bfloat16 else "fp16" if amp == torch.float16 else "fp32"
+    loss_fn = nn.CrossEntropyLoss()
+    task = ClassifierTask(model, batches, None, loss_fn, dict, train_cfg.alpha, train_cfg.beta)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=train_cfg.betas, fused=device.type == "cuda"
+    )
+    autocast = (
+        torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    )
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def ours() -> None:
+        fit(task, train_cfg, None, save_checkpoints=False)
+        sync()
+
+    def bare() -> None:
         for b in batches.batches(0):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = model(b.x, b.lengths)
-            assert b.y is not None
-            loss = loss_fn(out.logits.float(), b.y)
+            with autocast:
+                loss = task.train_step(model, b, None).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip)
             opt.step()
+        sync()
 
-    sync_run(epoch)()  # warm-up
-    torch.cuda.reset_peak_memory_stats()
-    times = timed_rounds([("train", sync_run(epoch))], rounds)
-    peak = torch.cuda.max_memory_allocated() / 2**20
-    rows.append(
-        Row(
-            sec,
-            f"classifier training docs/s ({n} IMDb reviews, batches of 64)",
-            "ours, bf16 autocast, AdamW",
-            f"{n * len(times['train']) / sum(times['train']):,.0f}",
-            "",
-            f"peak {peak:,.0f} MiB; LM training: benchmarks/lm_throughput.py",
+    peaks: dict[str, float] = {}
+
+    def reset() -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def measured(name: str, fn: Callable[[], None]) -> Callable[[], None]:
+        def go() -> None:
+            fn()
+            if device.type == "cuda":
+                peaks[name] = torch.cuda.max_memory_allocated(device) / 2**20
+
+        return go
+
+    bare()  # warm-up: kernels, allocator, optimizer state
+    ours()
+    systems = [("ours", measured("ours", ours)), ("model step", measured("model step", bare))]
+    times = timed_rounds(systems, rounds, setup={"ours": reset, "model step": reset})
+    rate = {k: n * len(v) / sum(v) for k, v in times.items()}
+    what = f"classifier training docs/s ({n} IMDb reviews, bs 64, {precision}, {device.type})"
+    rows = []
+    for name, label in (
+        ("ours", "ours: the training loop (fit over ClassifierTask)"),
+        ("model step", "our classifier's train_step in a bare loop (backward, clip, AdamW)"),
+    ):
+        peak = f"peak {peaks[name]:,.0f} MiB; " if name in peaks else ""
+        ratio = f"{rate['ours'] / rate['model step']:.2f}x model step" if name == "ours" else ""
+        rows.append(
+            Row(sec, what, label, f"{rate[name]:,.1f}", ratio, peak + spread(times[name], n))
         )
-    )
     return rows
 
 
@@ -720,6 +775,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--gpu-docs", type=int, default=2048, help="IMDb reviews for the GPU rows")
     p.add_argument(
+        "--train-docs", type=int, default=256, help="IMDb reviews for the CPU training rows"
+    )
+    p.add_argument(
+        "--train-sizes",
+        choices=["paper", "small"],
+        default="small",
+        help="classifier sizes for the CPU training rows (paper sizes: minutes an epoch)",
+    )
+    p.add_argument(
         "--sections",
         nargs="+",
         choices=SECTIONS,
@@ -764,6 +828,15 @@ def main(argv: list[str] | None = None) -> int:
         for threads in args.threads:
             progress(f"CPU inference, {threads} thread(s)")
             rows += inference_rows(sec, clf, texts, args.rounds, threads)[0]
+    if "train" in todo:
+        progress("CPU classifier training")
+        texts = imdb_texts(data, args.train_docs)
+        clf = paper_classifier(texts, args.train_sizes)
+        assert clf.model is not None
+        enc = clf.model.config.encoder
+        sec = f"CPU classifier training, {enc.emb_size}/{enc.hidden_size}x{enc.n_layers}"
+        with num_threads(args.threads[0]):
+            rows += training_rows(sec, clf, texts, torch.device("cpu"), args.rounds)
     if "trained" in todo:
         progress("trained classifier")
         rows += trained_rows(args.trec_model, data, args.rounds, args.threads[0])

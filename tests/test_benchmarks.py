@@ -1,0 +1,106 @@
+"""benchmarks/pretrain.py, the GPU stage-1 driver, rehearsed on a CPU at a tiny size.
+
+Device time is scarce, so the script's whole path (pieces, resume, perplexity, export)
+must already work when it first runs on a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from safetensors import safe_open
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
+
+@pytest.fixture(scope="module")
+def pretrain() -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location("pretrain", REPO / "benchmarks/pretrain.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(REPO / "benchmarks"))  # as a script: its folder is on the path
+        spec.loader.exec_module(module)
+        yield module
+
+
+def tiny_config(path: Path, out: Path, data: Path) -> Path:
+    path.write_text(
+        f"""
+out_dir = "{out}"
+device = "cpu"
+
+[corpus]
+train = ["{data}/wikipedia_en_2015_subset/AA.txt.xz"]
+valid = ["{data}/wikitext/wikitext-2/wiki.valid.tokens.xz"]
+max_docs = 4
+n_workers = 1
+
+[vocab]
+max_size = 2000
+
+[model]
+emb_size = 16
+hidden_size = 32
+n_layers = 2
+
+[data]
+bs = 8
+bptt = 20
+
+[train]
+epochs = 3
+lr = 1e-2
+progress = false
+log_every = 10
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_pretrain_runs_in_pieces_then_reports_and_exports(
+    pretrain: ModuleType,
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(tmp_path / "tiny.toml", tmp_path / "lm", shared_data)
+    wt2 = str(shared_data / "wikitext/wikitext-2/wiki.test.tokens.xz")
+    report = tmp_path / "pretrain.json"
+    common = ["--config", str(cfg), "--epochs", "1", "--eval", wt2, "--no-write"]
+
+    # A piece far shorter than an epoch stops after its first step and says so.
+    assert pretrain.main([*common, "--max-minutes", "1e-6", "--json", str(report)]) == 0
+    assert "run again to continue" in capsys.readouterr().out
+    state = json.loads((tmp_path / "lm/training_state.json").read_text())
+    assert not state["finished"] and 0 < state["global_step"] < state["total_steps"]
+    assert not report.exists()  # no figures from an unfinished run
+
+    # Another schedule cannot continue it: the error names the field.
+    with pytest.raises(ValueError, match="epochs: 1 -> 3"):
+        pretrain.main(["--config", str(cfg), "--eval", wt2, "--no-write"])
+
+    export = tmp_path / "export"
+    args = [*common, "--max-minutes", "10", "--json", str(report), "--export", str(export)]
+    assert pretrain.main(args) == 0
+    figures = json.loads(report.read_text())
+    assert figures["epochs"] == 1 and figures["tokens_per_s"] > 0
+    ppl = figures["perplexity"]["wiki.test.tokens.xz"]
+    assert 1 < ppl < 2000  # the vocabulary's size bounds a model better than uniform
+    shards = sorted(export.glob("*.safetensors"))
+    assert shards and all(p.stat().st_size <= 16 * 2**20 for p in shards)
+    with safe_open(str(shards[0]), "pt") as f:
+        names = f.keys()  # a safe_open handle is not iterable itself
+        assert {str(f.get_tensor(k).dtype) for k in names} == {"torch.bfloat16"}
+    assert not (export / "training_state.json").exists()  # for fine-tuning, not resuming
+    assert "training_state.json" in {p.name for p in (tmp_path / "lm").iterdir()}
