@@ -22,14 +22,12 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from bench_env import cpu_model
+from bench_env import command_line, cpu_model
 from ulmfit.config import from_dict, load_toml
 from ulmfit.models.io import export_lm
 from ulmfit.tasks.train_lm import LMStageConfig, evaluate_language_model, train_language_model
@@ -59,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--export", type=Path, help="also write a bf16, 16 MiB-sharded copy here")
     p.add_argument("--json", type=Path, help="write the figures here too (e.g. $OUT/pretrain.json)")
-    p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument(
+        "--results", type=Path, default=REPO / "benchmarks/RESULTS.md", help="Markdown appended"
+    )
+    p.add_argument("--no-write", action="store_true", help="do not append to --results")
     args = p.parse_args(argv)
 
     cfg = from_dict(LMStageConfig, load_toml(args.config), where=str(args.config))
@@ -117,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     if not args.no_write:
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        cmd = "PYTHONPATH=src python " + shlex.join(["benchmarks/pretrain.py", *sys.argv[1:]])
+        cmd = command_line("benchmarks/pretrain.py", argv)
         ppl_txt = ", ".join(f"{k}: {v[0]:.1f} (OOV {100 * v[1]:.1f}%)" for k, v in ppl.items())
         tps = f"{figures['tokens_per_s']:,.0f}" if figures["tokens_per_s"] else "n/a"
-        with open(REPO / "benchmarks/RESULTS.md", "a", encoding="utf-8") as f:
+        with open(args.results, "a", encoding="utf-8") as f:
             f.write(
                 f"\n## pretrain.py: {args.config.name}, {when}\n\n"
                 f"`{cmd}`  \nHardware: {hardware()}\n\n"

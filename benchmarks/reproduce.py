@@ -232,6 +232,17 @@ def tiny_budget(root: Path) -> Budget:
 BUDGETS = {"smoke": smoke_budget, "full": full_budget, "tiny": tiny_budget}
 
 
+def with_lm_epochs(budget: Budget, epochs: int) -> Budget:
+    """``budget`` with ``epochs`` of LM fine-tuning (a device session short of time)."""
+    ft = budget.finetune_lm
+    was = ft.train.epochs
+    return dataclasses.replace(
+        budget,
+        finetune_lm=dataclasses.replace(ft, train=ft.train.replace(epochs=epochs)),
+        description=f"{budget.description}; LM fine-tuning {epochs} epochs here (recipe: {was})",
+    )
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -567,6 +578,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file appended")
     parser.add_argument("--no-write", action="store_true", help="do not append to --results")
     parser.add_argument("--seed", type=int, default=0, help="validation split and subsamples")
+    parser.add_argument(
+        "--lm-epochs",
+        type=int,
+        help="override the budget's LM fine-tuning epochs (stated in the RESULTS section)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -576,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown system(s) {bad}; known: {', '.join(SYSTEMS)}")
     root = args.data_dir or data_dir()
     budget = BUDGETS[args.budget](root)
+    if args.lm_epochs:
+        budget = with_lm_epochs(budget, args.lm_epochs)
     out = args.out_dir or REPO / "runs" / "reproduce" / f"{args.dataset}_{budget.name}"
     out.mkdir(parents=True, exist_ok=True)
     data = load_task(args.dataset, budget, args.seed, root)

@@ -1,4 +1,4 @@
-"""benchmarks/pretrain.py, the GPU stage-1 driver, rehearsed on a CPU at a tiny size.
+"""benchmarks/pretrain.py and gpu_check.sh, the GPU drivers, rehearsed on a CPU at a tiny size.
 
 Device time is scarce, so the script's whole path (pieces, resume, perplexity, export)
 must already work when it first runs on a GPU.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -104,3 +107,48 @@ def test_pretrain_runs_in_pieces_then_reports_and_exports(
         assert {str(f.get_tensor(k).dtype) for k in names} == {"torch.bfloat16"}
     assert not (export / "training_state.json").exists()  # for fine-tuning, not resuming
     assert "training_state.json" in {p.name for p in (tmp_path / "lm").iterdir()}
+
+
+@pytest.mark.slow
+def test_gpu_check_phases_rehearsed_on_cpu(shared_data: Path, tmp_path: Path) -> None:
+    """benchmarks/gpu_check.sh's pretrain and trec6 phases, at a tiny size on a CPU (~3 min).
+
+    A first call whose stage-1 piece cannot finish skips TREC-6 and says why; the next
+    call resumes stage 1, exports it and runs the full-budget TREC-6 row from it.
+    """
+    cfg = tiny_config(tmp_path / "tiny.toml", tmp_path / "runs/pretrain_wiki", shared_data)
+    env = {
+        **os.environ,
+        "PHASES": "pretrain trec6",
+        "PRETRAIN_CONFIG": str(cfg),
+        "PRETRAIN_EPOCHS": "1",
+        "DATA": str(shared_data),
+        "RUNS": str(tmp_path / "runs"),
+        "OUT": str(tmp_path / "out"),
+        "ULMFIT_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "WHEELS": str(tmp_path / "no-wheels"),  # .whl holds the GPU machine's cp312 wheels
+        "PYTHON": sys.executable,
+    }
+    script = ["bash", str(REPO / "benchmarks/gpu_check.sh")]
+    first = subprocess.run(
+        script, env={**env, "PRETRAIN_MINUTES": "1e-6"}, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "run again to continue" in first.stdout
+    assert "trec6 skipped: stage 1 has not finished" in first.stdout
+
+    second = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir()}
+    assert {"session.log", "RESULTS.md", "pretrain.json", "reproduce_trec6.json"} <= names
+    assert len(names) <= 8  # what a device call brings back
+    results = (out / "RESULTS.md").read_text()
+    assert "## pretrain.py: tiny.toml" in results
+    assert "## reproduce.py: trec6, full budget" in results
+    rows = [line for line in results.splitlines() if line.startswith("| trec6 |")]
+    assert {r.split("|")[2].strip() for r in rows} >= {"ulmfit", "scratch", "tfidf"}
+    report = json.loads((out / "reproduce_trec6.json").read_text())
+    assert report["budget"] == "full" and report["sizes"]["test"] == 500
+    assert report["pretrained"] == str(tmp_path / "runs/pretrain_wiki_bf16")
