@@ -95,3 +95,35 @@ def test_gradual_unfreezing_on_classifier_groups() -> None:
     assert not model.encoder.embedding.weight.requires_grad
     set_trainable(groups, len(groups))
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_wider_padding_changes_nothing() -> None:
+    """Shapes come from x: padding beyond the longest row (and beyond max_len) is ignored."""
+    model = tiny(max_len=10, bptt=5).eval()
+    torch.manual_seed(2)
+    lengths = torch.tensor([8, 3, 6])
+    tight = torch.full((3, 8), 1)
+    for i, n in enumerate(lengths.tolist()):
+        tight[i, :n] = torch.randint(2, 60, (n,))
+    wide = torch.full((3, 25), 1)
+    wide[:, :8] = tight
+    torch.testing.assert_close(
+        model(wide, lengths).logits, model(tight, lengths).logits, rtol=0, atol=1e-6
+    )
+
+
+def test_forward_never_reads_a_tensor_value_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU each such read (int(t), t.item(), t.tolist()) stalls the host every batch."""
+    model = tiny(max_len=50, bptt=5).train()
+    x = torch.randint(2, 60, (4, 30))
+    lengths = torch.tensor([30, 22, 9, 1])
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a host read of a tensor value in forward")
+
+    for name in ("__int__", "__index__", "item", "tolist", "__bool__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    out = model(x, lengths)
+    monkeypatch.undo()
+    out.logits.sum().backward()
+    assert out.logits.shape == (4, 3)

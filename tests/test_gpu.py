@@ -1,4 +1,5 @@
-"""CUDA only: mixed precision through the real loop, DropConnect on cuDNN, fused AdamW.
+"""CUDA only: mixed precision through the real loop, DropConnect on cuDNN, fused AdamW,
+classifier batches copied from pinned memory and a classifier forward without host syncs.
 
 Selected with ``pytest -m gpu`` (the default run deselects them) and skipped where no
 CUDA device is visible.
@@ -123,3 +124,31 @@ def test_fit_uses_fused_adamw_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(g["fused"] for g in made[0].param_groups)
     after = list(t.model.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_classifier_batches_on_cuda_match_the_host_and_forward_never_syncs() -> None:
+    """Pinned, queued copies give the same batches; the classifier forward (documents up
+    to max_len) leaves no host synchronisation in the step."""
+    from ulmfit.data.classification import ClassificationBatches
+    from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(2, 30, n) for n in rng.integers(1, 60, 50)]
+    y = rng.integers(0, 3, 50)
+    cpu = list(ClassificationBatches(docs, y, 8, train=True, seed=3).batches(1))
+    cuda = torch.device("cuda")
+    gpu = list(ClassificationBatches(docs, y, 8, train=True, seed=3, device=cuda).batches(1))
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.x.is_cuda and b.lengths.is_cuda and b.y is not None and b.y.is_cuda
+        assert torch.equal(a.x, b.x.cpu()) and torch.equal(a.lengths, b.lengths.cpu())
+        assert a.y is not None and torch.equal(a.y, b.y.cpu())
+    model = TextClassifierModel(ClassifierConfig(n_classes=3, bptt=16, max_len=64, encoder=CFG)).to(
+        cuda
+    )
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = model(gpu[0].x, gpu[0].lengths)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.logits.shape == (len(gpu[0].x), 3)

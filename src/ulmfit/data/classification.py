@@ -685,13 +685,20 @@ class ClassificationBatches:
             x[row, : len(doc)] = doc
         y = None
         if self.targets is not None:
-            y = torch.from_numpy(np.ascontiguousarray(self.targets[idx])).to(self.device)
+            y = self._to_device(torch.from_numpy(np.ascontiguousarray(self.targets[idx])))
         return ClsBatch(
-            torch.from_numpy(x).to(self.device),
-            torch.from_numpy(lens).to(self.device),
+            self._to_device(torch.from_numpy(x)),
+            self._to_device(torch.from_numpy(lens)),
             y,
             np.asarray(idx, dtype=np.int64),
         )
+
+    def _to_device(self, t: Tensor) -> Tensor:
+        # A copy from pageable memory waits for the GPU to finish its queue first; from
+        # pinned memory it is queued, so the next batch is built while this one trains.
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
 
 __all__ = [

@@ -128,10 +128,14 @@ class TextClassifierModel(nn.Module):
         max_len = self.config.max_len
         prefix = (lengths - max_len).clamp(min=0)  # (B,) tokens read without gradient
         state: State | None = None
-        if int(prefix.max()) > 0:
+        # Shapes come from x, not from lengths: reading a GPU tensor's value would stall
+        # the host once per batch. No row is longer than x, so W bounds every window; a
+        # wider x than needed only adds pad steps after the real ones, which the causal
+        # LSTM and the masked pooling ignore.
+        if x.size(1) > max_len:
             state = self._read_prefix(x, prefix)
         window = lengths - prefix  # (B,) in [1, max_len]
-        W = int(window.max())
+        W = min(x.size(1), max_len)
         # Gather each row's window to the left: positions prefix_i + j, j < W (pad beyond).
         cols = prefix[:, None] + torch.arange(W, device=x.device)[None, :]  # (B, W)
         real = cols < lengths[:, None]
@@ -151,6 +155,7 @@ class TextClassifierModel(nn.Module):
         # Without gradients nothing is kept between chunks, so read max_len at a time:
         # the same memory bound as the window, far fewer kernel launches than bptt.
         bptt = max(self.config.bptt, self.config.max_len)
+        # Long documents only: one host read of the longest prefix, then no-grad chunks.
         for start in range(0, int(prefix.max()), bptt):
             n = (prefix - start).clamp(min=0, max=bptt)  # (B,) real tokens of each row here
             active = (n > 0).nonzero().squeeze(1)
