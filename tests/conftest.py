@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -34,3 +37,14 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def load_benchmark(name: str, mp: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/NAME.py`` imported as it runs as a script; ``mp`` undoes the import."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    mp.setitem(sys.modules, name, module)  # dataclasses look their module up
+    mp.syspath_prepend(str(REPO / "benchmarks"))  # as a script: its folder is on the path
+    spec.loader.exec_module(module)
+    return module

@@ -6,7 +6,6 @@ must already work when it first runs on a GPU.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,8 @@ from types import ModuleType
 import pytest
 from safetensors import safe_open
 
+from conftest import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -25,13 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 @pytest.fixture(scope="module")
 def pretrain() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("pretrain", REPO / "benchmarks/pretrain.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
     with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(REPO / "benchmarks"))  # as a script: its folder is on the path
-        spec.loader.exec_module(module)
-        yield module
+        yield load_benchmark("pretrain", mp)
 
 
 def tiny_config(path: Path, out: Path, data: Path) -> Path:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,16 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 @pytest.fixture(scope="module")
 def reproduce() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks/reproduce.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "reproduce", module)  # dataclasses look their module up
-        mp.syspath_prepend(str(REPO / "benchmarks"))  # as a script: its folder is on the path
         # The script sets OMP_WAIT_POLICY on import: undo that after these tests.
         mp.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-        spec.loader.exec_module(module)
-        yield module
+        yield load_benchmark("reproduce", mp)
 
 
 def test_the_harness_produces_a_results_row_on_a_tiny_budget(
