@@ -8,8 +8,11 @@ Four arms, all on the same labelled subsets, validation split and full test set:
   fine-tuned once and shared by every size.
 * ``tfidf``: TF-IDF + logistic regression, for reference.
 
-One pretrained LM serves every arm (``--pretrained``, else the budget's: the smoke budget
-reuses ``runs/demo_trec/lm_pretrained``). Subsets are stratified samples of the training
+Every classifier run takes at least ``--min-steps`` optimiser steps (default 400; the
+last unfreezing stage is lengthened, ``ClassifierTrainConfig.min_steps``): in epochs
+alone, 100 documents would get 2 steps an epoch. One pretrained LM serves every arm
+(``--pretrained``, else the budget's: the smoke budget reuses
+``runs/demo_trec/lm_pretrained``). Subsets are stratified samples of the training
 split; sizes below 1,000 are drawn ``--repeats`` times and averaged, since small samples
 vary most. Writes ``benchmarks/lowshot_<dataset>.png`` and a table into RESULTS.md::
 
@@ -49,6 +52,9 @@ log = logging.getLogger("lowshot")
 
 ARMS = ("scratch", "supervised", "semi-supervised", "tfidf")
 SMALL = 1000  # sizes below this are repeated
+#: Every classifier run (scratch and ULMFiT alike) takes at least this many optimiser steps.
+#: Picked on validation accuracy at 100 labels (RESULTS.md, lowshot notes).
+MIN_STEPS = 400
 
 
 def sample(labels: list[Any], n: int, seed: int, task: str) -> np.ndarray:
@@ -156,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=R.RESULTS, help="Markdown file appended")
     parser.add_argument("--no-write", action="store_true", help="do not append to --results")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=MIN_STEPS,
+        help="optimiser steps each classifier run takes at least (the last unfreezing "
+        "stage is lengthened; 0: the budget's epochs at every size)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -165,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_dir or data_dir()
     # The whole training split is the pool the labelled subsets are drawn from.
     budget = dataclasses.replace(R.BUDGETS[args.budget](root), max_train=0, max_test=0)
+    # Few labels, same recipe: with epochs alone 100 documents get 2 steps an epoch.
+    budget = dataclasses.replace(
+        budget, classifier=budget.classifier.replace(min_steps=args.min_steps)
+    )
     out = args.out_dir or R.REPO / "runs" / "lowshot" / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     data = R.load_task(args.dataset, budget, args.seed, root)
@@ -218,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             shown = png
         section = (
             f"\n## lowshot.py: {args.dataset}, {budget.name} budget, {when}\n\n"
-            f"`{cmd}`  \nRecipe: {budget.description}. Pretrained LM `{pretrained}` ({pre}); "
+            f"`{cmd}`  \nRecipe: {budget.description}; every classifier run (scratch too) "
+            f"takes at least {args.min_steps} optimiser steps (the last stage lengthened). "
+            f"Pretrained LM `{pretrained}` ({pre}); "
             f"semi-supervised LM fine-tuned once on all {len(all_text)} training "
             f"documents ({semi_time:.0f}s). Subsets: stratified samples of the "
             f"{len(pool_x)}-doc training split; model selection on the fixed "
