@@ -382,7 +382,8 @@ class TextClassifier:
                 best["bad"] += 1
             return bool(cfg.early_stopping and best["bad"] >= cfg.early_stopping)
 
-        steps_per_epoch = task.n_batches(0) // max(cfg.train.grad_accum, 1)
+        # Optimiser steps: the loop steps every grad_accum batches and at each epoch's end.
+        steps_per_epoch = -(-task.n_batches(0) // cfg.train.grad_accum)
         stages = stretch_stages(cfg.stages, steps_per_epoch, cfg.min_steps)
         if stages != cfg.stages:
             log.info(
