@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from ulmfit.data.classification import ClassificationBatches
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+from ulmfit.tasks.classify import ClassifierTask
 from ulmfit.tasks.lm import LMTask
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.loop import build_optimizer, fit, resolve_precision
@@ -154,3 +161,52 @@ def test_lm_train_step_returns_a_detached_carry() -> None:
     out.loss.backward()
     # Through an attached carry this second backward would reach batch 1's freed graph.
     t.train_step(t.model, b2, out.carry).loss.backward()
+
+
+HOST_READS = ("__int__", "__index__", "item", "tolist", "__bool__", "__float__")
+
+
+def ulmfit_host_reads(monkeypatch: pytest.MonkeyPatch, run: Callable[[], Any]) -> int:
+    """How often code under src/ulmfit reads a tensor's value on the host during ``run``.
+
+    On a GPU each read waits for the queue to drain. torch's own reads (the CPU Adam's
+    step counter) are not counted: on CUDA the fused AdamW has none.
+    """
+    reads: collections.Counter[str] = collections.Counter()
+    with monkeypatch.context() as mp:
+        for name in HOST_READS:
+            orig = getattr(torch.Tensor, name)
+
+            def spy(self: torch.Tensor, *a: Any, _orig: Any = orig, **k: Any) -> Any:
+                caller = traceback.extract_stack(limit=2)[0]
+                if "/ulmfit/" in caller.filename.replace("\\", "/"):
+                    reads[f"{caller.filename}:{caller.lineno}"] += 1
+                return _orig(self, *a, **k)
+
+            mp.setattr(torch.Tensor, name, spy)
+        run()
+    return sum(reads.values())
+
+
+def classifier_task(n_docs: int) -> ClassifierTask:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(2, 30, n) for n in rng.integers(1, 40, n_docs)]
+    batches = ClassificationBatches(docs, rng.integers(0, 2, n_docs), 8, train=True)
+    model = TextClassifierModel(ClassifierConfig(n_classes=2, bptt=10, max_len=64, encoder=CFG))
+    return ClassifierTask(model, batches, None, torch.nn.CrossEntropyLoss(), dict, 2.0, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["lm", "classifier"])
+def test_training_steps_read_nothing_on_the_host(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The loop reads values only at log points and epoch ends, however many steps it takes."""
+    cfg = TrainConfig(epochs=1, progress=False, log_every=10**6)
+    counts = {}
+    for scale in (1, 2):
+        t: Any = task(bs=4 // scale) if kind == "lm" else classifier_task(40 * scale)
+        counts[t.n_batches(0)] = ulmfit_host_reads(monkeypatch, lambda t=t: fit(t, cfg, None))
+    (few, n_few), (many, n_many) = sorted(counts.items())
+    assert many > 1.5 * few  # about twice the steps ...
+    assert n_many == n_few <= 4  # ... and the same few reads at the end of the epoch
