@@ -1,7 +1,12 @@
-"""DDP under gloo on CPU: two processes train exactly like one process on the global batch."""
+"""DDP under gloo on CPU: two processes train exactly like one process on the global batch.
+
+For the LM and the classifier: the same weights after training (so the same gradients),
+the epoch's metrics reduced over both ranks, and files written by rank 0 alone.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -10,15 +15,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 
+from ulmfit.data.classification import ClassificationBatches
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+from ulmfit.tasks.classify import ClassifierTask
 from ulmfit.tasks.lm import LMTask
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.loop import fit
 
 GLOBAL_BS = 8
-STEPS = 6
 # No dropout: the masks would differ between one process and two, the arithmetic would not.
 CONFIG = AWDLSTMConfig(vocab_size=50, emb_size=8, hidden_size=12, n_layers=2, drop_mult=0.0)
 
@@ -29,14 +37,35 @@ def corpus() -> tuple[np.ndarray, np.ndarray]:
     return ids, np.arange(0, 4001, 200, dtype=np.int64)
 
 
-def train(rank: int, world_size: int) -> dict[str, torch.Tensor]:
+def train_lm(rank: int, world_size: int, out: Path) -> tuple[dict[str, torch.Tensor], list]:
+    """One epoch (about 50 steps) on the global batch, split over ``world_size`` ranks."""
     torch.manual_seed(0)
     model = AWDLSTMLanguageModel(CONFIG)
     data = LMDataConfig(bs=GLOBAL_BS // world_size, bptt=10)
     stream = LMStream(*corpus(), data, train=True, seed=3, rank=rank, world_size=world_size)
-    cfg = TrainConfig(lr=1e-2, max_steps=STEPS, progress=False, log_every=1)
-    fit(LMTask(model, stream, None), cfg, None)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(lr=1e-2, progress=False, log_every=5)
+    state = fit(LMTask(model, stream, None), cfg, out)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, state.history
+
+
+def train_classifier(rank: int, world_size: int) -> tuple[dict[str, torch.Tensor], list]:
+    """One epoch of 8 batches: rank r takes batches r, r + 2, ...; one process accumulates
+    each pair of consecutive batches into one step (DDP averages, grad_accum sums halves).
+    A constant rate: the schedule counts batches, so STLR would differ in its steps."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(2, 50, n) for n in rng.integers(1, 30, 64)]
+    batches = ClassificationBatches(docs, rng.integers(0, 3, 64), 8, train=True, seed=1)
+    model = TextClassifierModel(
+        ClassifierConfig(n_classes=3, head_ps=(0.0, 0.0), bptt=8, max_len=40, encoder=CONFIG)
+    )
+    task = ClassifierTask(model, batches, None, torch.nn.CrossEntropyLoss(), dict, 2.0, 1.0)
+    cfg = TrainConfig(
+        lr=1e-2, schedule="constant", grad_accum=3 - world_size, progress=False, log_every=100
+    )
+    state = fit(task, cfg, None)
+    # BatchNorm's running statistics are buffers: DDP takes rank 0's, so compare weights.
+    return {k: p.detach().clone() for k, p in model.named_parameters()}, state.history
 
 
 def _worker(rank: int, world_size: int, port: int, out: str) -> None:
@@ -44,9 +73,13 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         torch.set_num_threads(1)
-        state = train(rank, world_size)
-        if rank == 0:
-            torch.save(state, out)
+        root = Path(out)
+        lm, lm_history = train_lm(rank, world_size, root / f"lm_rank{rank}")
+        clf, clf_history = train_classifier(rank, world_size)
+        save_file(lm, str(root / f"lm{rank}.safetensors"))
+        save_file(clf, str(root / f"clf{rank}.safetensors"))
+        history = {"lm": lm_history, "clf": clf_history}
+        (root / f"history{rank}.json").write_text(json.dumps(history))
     finally:
         dist.destroy_process_group()
 
@@ -57,17 +90,38 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _epoch_row(history: list) -> dict:
+    rows = [r for r in history if "train_time_s" in r]  # the epoch row, not the log rows
+    assert len(rows) == 1
+    return rows[0]
+
+
 def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    single = train(0, 1)
-    out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
-    ddp = torch.load(out, weights_only=True)
-    for k, v in single.items():
-        torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=k)
-    # ... and training really moved the weights (the comparison is not vacuous).
+    lm_single, lm_history = train_lm(0, 1, tmp_path / "single")
+    clf_single, clf_history = train_classifier(0, 1)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+
+    for name, single in (("lm", lm_single), ("clf", clf_single)):
+        for rank in (0, 1):
+            ddp = load_file(str(tmp_path / f"{name}{rank}.safetensors"))
+            for k, v in single.items():
+                torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
+
+    # The epoch's loss is reduced over both ranks: each rank reports the global figure.
+    histories = [json.loads((tmp_path / f"history{r}.json").read_text()) for r in (0, 1)]
+    for name, single_history in (("lm", lm_history), ("clf", clf_history)):
+        want = _epoch_row(single_history)["train_loss"]
+        for h in histories:
+            assert abs(_epoch_row(h[name])["train_loss"] - want) < 1e-4 * abs(want), name
+
+    # Rank 0 writes the checkpoint and the metrics log; rank 1 writes nothing.
+    written = sorted(p.name for p in (tmp_path / "lm_rank0").iterdir())
+    assert {"training_state.json", "metrics.jsonl"} <= set(written)
+    assert not (tmp_path / "lm_rank1").exists() or not any((tmp_path / "lm_rank1").iterdir())
+
+    # ... and training really moved the weights (the comparisons are not vacuous).
     torch.manual_seed(0)
     start = AWDLSTMLanguageModel(CONFIG).state_dict()
-    assert not torch.allclose(
-        start["encoder.rnns.0.lstm.weight_hh_l0"], single["encoder.rnns.0.lstm.weight_hh_l0"]
-    )
+    key = "encoder.rnns.0.lstm.weight_hh_l0"
+    assert not torch.allclose(start[key], lm_single[key])
