@@ -1,7 +1,8 @@
 """DDP under gloo on CPU: two processes train exactly like one process on the global batch.
 
 For the LM and the classifier: the same weights after training (so the same gradients),
-the epoch's metrics reduced over both ranks, and files written by rank 0 alone.
+the epoch's metrics reduced over both ranks, and files written by rank 0 alone; and the
+real entry point, ``torchrun ... -m ulmfit.cli.main pretrain``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +128,65 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     start = AWDLSTMLanguageModel(CONFIG).state_dict()
     key = "encoder.rnns.0.lstm.weight_hh_l0"
     assert not torch.allclose(start[key], lm_single[key])
+
+
+def test_torchrun_pretrain_matches_one_process(tmp_path: Path, shared_data: Path) -> None:
+    """``torchrun --nproc_per_node=2 -m ulmfit.cli.main pretrain``: the real entry point.
+
+    Two gloo ranks of bs 4 give the weights of one process of bs 8, and only rank 0
+    writes the model directory (and the shared token cache is filled once)."""
+
+    def config(name: str, bs: int) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(
+            f"""
+out_dir = "{tmp_path / name}"
+device = "cpu"
+[corpus]
+train = ["{shared_data}/wikipedia_en_2015_subset/AA.txt.xz"]
+max_docs = 3
+valid_frac = 0.1
+n_workers = 1
+[vocab]
+max_size = 500
+[model]
+emb_size = 8
+hidden_size = 12
+n_layers = 2
+drop_mult = 0.0
+[data]
+bs = {bs}
+bptt = 10
+[train]
+epochs = 1
+max_steps = 12
+lr = 1e-2
+progress = false
+""",
+            encoding="utf-8",
+        )
+        return path
+
+    env = {**os.environ, "ULMFIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cli = ["-m", "ulmfit.cli.main", "pretrain", "--config"]
+    one = subprocess.run(
+        [sys.executable, *cli, str(config("one", 8))], env=env, capture_output=True, text=True
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = subprocess.run(
+        [*run, *cli, str(config("two", 4))], env=env, capture_output=True, text=True
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = load_file(str(tmp_path / "one/model.safetensors"))
+    b = load_file(str(tmp_path / "two/model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    state = json.loads((tmp_path / "two/training_state.json").read_text())
+    assert state["global_step"] == 12
+    # One directory, no temporary sibling left by a second writer.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == [
+        "two",
+        "two.toml",
+    ]
