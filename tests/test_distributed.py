@@ -190,3 +190,61 @@ progress = false
         "two",
         "two.toml",
     ]
+
+
+def test_torchrun_train_classifier_is_ddp_and_writes_once(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """``torchrun ... train-classifier``: each rank takes half the batches of an epoch,
+    and rank 0 alone writes the classifier, its logs and the report."""
+    from collections import Counter
+
+    from ulmfit.data.classification import read_labelled
+    from ulmfit.models.io import write_lm_files
+    from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig, get_tokenizer
+    from ulmfit.text.vocab import Vocab
+
+    train = shared_data / "trec/train.csv.xz"
+    tok = get_tokenizer(TokenizerConfig())
+    texts = read_labelled(train, text_column="text").texts
+    counts = Counter(t for text in texts for t in tok(text))
+    vocab = Vocab.from_counts(counts, max_size=2000, min_freq=1)
+    assert vocab.itos[: len(SPECIAL_TOKENS)] == list(SPECIAL_TOKENS)
+    torch.manual_seed(0)
+    lm = AWDLSTMLanguageModel(
+        AWDLSTMConfig(vocab_size=len(vocab), emb_size=8, hidden_size=12, n_layers=2)
+    )
+    (tmp_path / "lm").mkdir()
+    write_lm_files(tmp_path / "lm", lm, vocab, TokenizerConfig())
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "ulmfit.cli.main", "train-classifier", "--lm", str(tmp_path / "lm")]
+    args += ["--data.train", str(train), "--data.test", str(shared_data / "trec/test.csv.xz")]
+    args += ["--data.max-train", "480", "--classifier.bs", "16", "--classifier.device", "cpu"]
+    args += ["--no-classifier.train.progress"]
+    runs = {}
+    for name, launcher in (
+        ("one", [sys.executable]),
+        (
+            "two",
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+        ),
+    ):
+        out = tmp_path / name
+        done = subprocess.run(
+            [*launcher, *args, "--out-dir", str(out)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = (out, done.stdout)
+    steps = {}
+    for name, (out, stdout) in runs.items():
+        rows = [json.loads(x) for x in (out / "classifier_logs/stage0/metrics.jsonl").open()]
+        steps[name] = rows[0]["step"]  # optimiser steps in the first epoch
+        report = json.loads((out / "report.json").read_text())
+        assert 0 <= report["test"]["error_rate"] <= 1
+        assert stdout.count("test error rate") == 1  # one summary, from rank 0
+        assert (out / "classifier/model.safetensors").exists()
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp dirs
+    # 432 training documents (480 less the 10% validation) in batches of 16: 27 batches,
+    # 13 a rank under DDP (the same number on each, so they step in lockstep).
+    assert steps == {"one": 27, "two": 13}

@@ -243,17 +243,19 @@ def _run(args: argparse.Namespace) -> int:
             run_pipeline,
             train_classifier_stage,
         )
+        from ulmfit.training import distributed
 
         if args.command == "run":
             pcfg = config_from_args(PipelineConfig, args, args.config)
             report = run_pipeline(pcfg)
-            task = pcfg.classifier.task
-            print(report_summary(report, task))
-            print(f"report: {Path(pcfg.out_dir) / 'report.json'}")
+            if distributed.current().is_main:  # under torchrun, one report
+                print(report_summary(report, pcfg.classifier.task))
+                print(f"report: {Path(pcfg.out_dir) / 'report.json'}")
         else:
             ccfg = config_from_args(ClassifierStageConfig, args, args.config)
             report = train_classifier_stage(ccfg)
-            print(report_summary(report, ccfg.classifier.task))
+            if distributed.current().is_main:
+                print(report_summary(report, ccfg.classifier.task))
         return 0
     if args.command == "predict":
         from ulmfit.tasks.predict import predict_file

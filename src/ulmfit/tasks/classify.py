@@ -283,7 +283,10 @@ class TextClassifier:
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
         seed_everything(cfg.train.seed)
-        device = pick_device(cfg.device)
+        # Under torchrun: join the process group; each rank trains on its own batches and
+        # DDP averages the gradients (a plain run is rank 0 of 1).
+        info = distributed.init_from_env(cfg.device)
+        device = pick_device(distributed.device_for(info, cfg.device))
         lm = load_lm(self.language_model)
         self.vocab, self.tokenizer_config, self.spm_model = lm.vocab, lm.tokenizer, lm.spm_model
         self._tokenizer = None
@@ -581,8 +584,14 @@ class TextClassifier:
 
     # -- persistence -------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
-        """Write config, weights, vocabulary and labels (and thresholds) atomically."""
+        """Write config, weights, vocabulary and labels (and thresholds) atomically.
+
+        Under torchrun only rank 0 writes (every rank holds the same weights); the other
+        ranks return the path without touching it.
+        """
         self._check_fitted()
+        if not distributed.current().is_main:
+            return Path(out_dir)
         if self.quantized:
             raise RuntimeError(
                 "a quantised classifier cannot be saved: save the float32 one and pass "

@@ -28,6 +28,7 @@ from ulmfit.data.prepare import CorpusConfig
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, ensemble_predict_proba
 from ulmfit.tasks.train_lm import LMStageConfig, train_language_model
+from ulmfit.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         artifacts.update({f"{sub}{k}": v for k, v in paths.items()})
     clf = clfs[0]
     report: dict[str, Any] = {"config": to_dict(cfg), "times": times, "artifacts": artifacts}
+    if not distributed.current().is_main:
+        return report  # under torchrun rank 0 scores the test set and writes the report
     if test is not None and test.labels is not None:
         t0 = time.perf_counter()
         report["test"] = evaluate_classifier(
@@ -222,7 +225,9 @@ def _finetune_lm(
 ) -> Path:
     """Stage 2 on the training texts (one per line) plus any unlabelled files."""
     lm_text = out / "lm_text.txt"
-    atomic_write_text(lm_text, "\n".join(_one_line(t) for t in texts) + "\n")
+    with distributed.main_first():  # under torchrun rank 0 writes it, the others read it
+        if distributed.current().is_main:
+            atomic_write_text(lm_text, "\n".join(_one_line(t) for t in texts) + "\n")
     corpus = dataclasses.replace(
         stage.corpus,
         train=(str(lm_text), *cfg.data.unlabelled),
