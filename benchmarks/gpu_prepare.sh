@@ -10,20 +10,23 @@
 #   PHASES="tests speed"                  # issue 5: ~2 MiB
 #   PHASES="tests speed pretrain trec6"   # + stage 1 on the Wikipedia subset: ~62 MiB
 #   PHASES="imdb"                         # a later call on the same warm machine: ~40 MiB
+# DEVDATA (default .devdata) names the folder, so that two calls' data can be staged before
+# the first: the machine goes back 30 s after a call. Then DATA=<that folder> for gpu_check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${ULMFIT_DATA:-../shared/data}
 PHASES=${PHASES:-"tests speed"}
+D=${DEVDATA:-.devdata}
 has() { [[ " $PHASES " == *" $1 "* ]]; }
-rm -rf .devdata .whl
-mkdir -p .devdata/wikitext .devdata/imdb .whl
-cp -r "$SHARED/wikitext/wikitext-103" .devdata/wikitext/
+rm -rf "$D"  # .whl only grows: a second staging keeps the first one's wheels
+mkdir -p "$D/wikitext" "$D/imdb" .whl
+cp -r "$SHARED/wikitext/wikitext-103" "$D/wikitext/"
 if has imdb; then
-  cp "$SHARED"/imdb/*.csv.xz .devdata/imdb/
+  cp "$SHARED"/imdb/*.csv.xz "$D/imdb/"
 elif has speed; then
   # The speed rows read at most 2,048 reviews from each end of the label-sorted test file:
   # keep those (1.4 MB instead of 8.5).
-  python3 - "$SHARED/imdb/test.csv.xz" .devdata/imdb/test.csv.xz <<'EOF'
+  python3 - "$SHARED/imdb/test.csv.xz" "$D/imdb/test.csv.xz" <<'EOF'
 import csv, lzma, sys
 with lzma.open(sys.argv[1], "rt", encoding="utf-8", newline="") as f:
     rows = list(csv.reader(f))
@@ -34,10 +37,10 @@ with lzma.open(sys.argv[2], "wt", encoding="utf-8", newline="") as f:
 EOF
 fi
 if has pretrain; then
-  cp -r "$SHARED/wikipedia_en_2015_subset" .devdata/
+  cp -r "$SHARED/wikipedia_en_2015_subset" "$D/"
 fi
 if has trec6; then
-  cp -r "$SHARED/trec" .devdata/
+  cp -r "$SHARED/trec" "$D/"
 fi
 wheels() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -51,8 +54,8 @@ fi
 if has trec6 || has imdb; then
   wheels "fasttext-numpy2-wheel>=0.9"
 fi
-du -sh .devdata .whl
-total=$(( $(du -sm .devdata | cut -f1) + $(du -sm .whl | cut -f1) + $(git ls-files -z | du -cm --files0-from=- | tail -1 | cut -f1) ))
+du -sh "$D" .whl
+total=$(( $(du -sm "$D" | cut -f1) + $(du -sm .whl | cut -f1) + $(git ls-files -z | du -cm --files0-from=- | tail -1 | cut -f1) ))
 echo "about ${total} MiB to carry with the repository (limit 64)"
 if [ "$total" -gt 63 ]; then
   echo "too close to the limit: split PHASES over two calls" >&2
