@@ -149,7 +149,7 @@ def stretch_stages(
         return stages
     others = sum(s.epochs for s in stages[:-1]) * steps_per_epoch
     epochs = -(-(min_steps - others) // steps_per_epoch)  # ceil
-    return (*stages[:-1], dataclasses.replace(stages[-1], epochs=max(epochs, stages[-1].epochs)))
+    return (*stages[:-1], dataclasses.replace(stages[-1], epochs=epochs))
 
 
 class ClassifierTask:

@@ -142,7 +142,7 @@ def _check_resumable(out_dir: Path, saved: dict[str, Any], config: TrainConfig) 
     changed = [
         f"{k}: {saved[k]!r} -> {now[k]!r}"
         for k in SCHEDULE_FIELDS
-        if k in saved and k in now and saved[k] != now[k]
+        if k in saved and saved[k] != now[k]
     ]
     if changed:
         raise ValueError(
