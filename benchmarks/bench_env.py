@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
@@ -25,3 +27,18 @@ def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     env = f"ULMFIT_DATA={os.environ['ULMFIT_DATA']} " if os.environ.get("ULMFIT_DATA") else ""
     args = sys.argv[1:] if argv is None else list(argv)
     return env + "PYTHONPATH=src python " + shlex.join([script, *args])
+
+
+def hardware() -> str:
+    """CPU model x cores, the GPU where there is one, and torch's version."""
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu_model()} x{os.cpu_count()}{gpu}, torch {torch.__version__}"
+
+
+def precision_name(amp: torch.dtype | None) -> str:
+    """How the tables name an autocast dtype (None: no autocast)."""
+    return (
+        {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
+        if amp is not None
+        else "fp32"
+    )

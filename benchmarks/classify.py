@@ -21,21 +21,13 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
-from bench_env import cpu_model
+from bench_env import hardware
 from ulmfit.config import from_dict, load_toml
 from ulmfit.datasets import data_dir, dataset_spec
 from ulmfit.tasks.pipeline import LabelledDataConfig, PipelineConfig, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-
-
-def hardware() -> str:
-    cpu = cpu_model()
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu} x{os.cpu_count()}{gpu}, torch {torch.__version__}"
 
 
 def dataset_config(name: str, root: Path) -> tuple[LabelledDataConfig, str]:

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_env import cpu_model
+from bench_env import cpu_model, precision_name
 from ulmfit.data.lm import LMBatch, LMDataConfig, LMStream
 from ulmfit.models.awd_lstm import (
     AWDLSTMConfig,
@@ -462,7 +462,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[Result]:
     results: list[Result] = []
     for precision in args.precision:
         amp = resolve_precision(precision, device)
-        label = "bf16" if amp == torch.bfloat16 else "fp16" if amp == torch.float16 else "fp32"
+        label = precision_name(amp)
         for bs in args.bs:
             for repeat in range(args.repeats):
                 for system in systems:

@@ -21,24 +21,17 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
-from bench_env import command_line, cpu_model
+from bench_env import command_line, hardware
 from ulmfit.config import from_dict, load_toml
 from ulmfit.models.io import export_lm
 from ulmfit.tasks.train_lm import LMStageConfig, evaluate_language_model, train_language_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def hardware() -> str:
-    cpu = cpu_model()
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu} x{os.cpu_count()}{gpu}, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:

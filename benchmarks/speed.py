@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench_env import cpu_model
+from bench_env import cpu_model, precision_name
 from ulmfit.data.classification import ClassificationBatches, LabelEncoder, read_labelled
 from ulmfit.inference import num_threads, quantize_int8
 from ulmfit.models.awd_lstm import AWDLSTMConfig
@@ -621,7 +621,7 @@ def training_rows(
     batches = ClassificationBatches(docs, y, 64, train=True, seed=0, device=device)
     train_cfg = ClassifierTrainConfig().train.replace(epochs=1, progress=False)
     amp = resolve_precision(train_cfg.precision, device)
-    precision = "bf16" if amp == torch.bfloat16 else "fp16" if amp == torch.float16 else "fp32"
+    precision = precision_name(amp)
     loss_fn = nn.CrossEntropyLoss()
     task = ClassifierTask(model, batches, None, loss_fn, dict, train_cfg.alpha, train_cfg.beta)
     opt = torch.optim.AdamW(
