@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from ulmfit.data.classification import ClassificationBatches
+from ulmfit.data.classification import ClassificationBatches, read_labelled
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+from ulmfit.models.io import write_lm_files
 from ulmfit.tasks.classify import ClassifierTask
 from ulmfit.tasks.lm import LMTask
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig, get_tokenizer
+from ulmfit.text.vocab import Vocab
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.loop import fit
 
@@ -197,13 +201,6 @@ def test_torchrun_train_classifier_is_ddp_and_writes_once(
 ) -> None:
     """``torchrun ... train-classifier``: each rank takes half the batches of an epoch,
     and rank 0 alone writes the classifier, its logs and the report."""
-    from collections import Counter
-
-    from ulmfit.data.classification import read_labelled
-    from ulmfit.models.io import write_lm_files
-    from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig, get_tokenizer
-    from ulmfit.text.vocab import Vocab
-
     train = shared_data / "trec/train.csv.xz"
     tok = get_tokenizer(TokenizerConfig())
     texts = read_labelled(train, text_column="text").texts
