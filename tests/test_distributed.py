@@ -1,8 +1,9 @@
 """DDP under gloo on CPU: two processes train exactly like one process on the global batch.
 
 For the LM and the classifier: the same weights after training (so the same gradients),
-the epoch's metrics reduced over both ranks, and files written by rank 0 alone; and the
-real entry point, ``torchrun ... -m ulmfit.cli.main pretrain``.
+the epoch's metrics reduced over both ranks, and files written by rank 0 alone; with
+gradient accumulation, one all-reduce per optimizer step; and the real entry point,
+``torchrun ... -m ulmfit.cli.main pretrain``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel
 
 from ulmfit.data.classification import ClassificationBatches, read_labelled
 from ulmfit.data.lm import LMDataConfig, LMStream
@@ -30,6 +34,7 @@ from ulmfit.tasks.classify import ClassifierTask
 from ulmfit.tasks.lm import LMTask
 from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig, get_tokenizer
 from ulmfit.text.vocab import Vocab
+from ulmfit.training import loop
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.loop import fit
 
@@ -44,13 +49,15 @@ def corpus() -> tuple[np.ndarray, np.ndarray]:
     return ids, np.arange(0, 4001, 200, dtype=np.int64)
 
 
-def train_lm(rank: int, world_size: int, out: Path) -> tuple[dict[str, torch.Tensor], list]:
-    """One epoch (about 50 steps) on the global batch, split over ``world_size`` ranks."""
+def train_lm(
+    rank: int, world_size: int, out: Path | None, grad_accum: int = 1
+) -> tuple[dict[str, torch.Tensor], list]:
+    """One epoch (about 50 batches) on the global batch, split over ``world_size`` ranks."""
     torch.manual_seed(0)
     model = AWDLSTMLanguageModel(CONFIG)
     data = LMDataConfig(bs=GLOBAL_BS // world_size, bptt=10)
     stream = LMStream(*corpus(), data, train=True, seed=3, rank=rank, world_size=world_size)
-    cfg = TrainConfig(lr=1e-2, progress=False, log_every=5)
+    cfg = TrainConfig(lr=1e-2, progress=False, log_every=5, grad_accum=grad_accum)
     state = fit(LMTask(model, stream, None), cfg, out)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, state.history
 
@@ -75,6 +82,22 @@ def train_classifier(rank: int, world_size: int) -> tuple[dict[str, torch.Tensor
     return {k: p.detach().clone() for k, p in model.named_parameters()}, state.history
 
 
+def _counting_ddp(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """The loop's DDP wrapper with a comm hook that records each bucket it all-reduces."""
+    ddp = DistributedDataParallel(model)
+
+    # Unannotated: DDP compares the annotations as objects, and this module's are strings.
+    def hook(_, bucket):  # type: ignore[no-untyped-def]
+        REDUCED_BYTES.append(bucket.buffer().numel() * bucket.buffer().element_size())
+        return default_hooks.allreduce_hook(None, bucket)
+
+    ddp.register_comm_hook(None, hook)
+    return ddp
+
+
+REDUCED_BYTES: list[int] = []  # per process: what _counting_ddp's hook all-reduced
+
+
 def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -83,9 +106,18 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         root = Path(out)
         lm, lm_history = train_lm(rank, world_size, root / f"lm_rank{rank}")
         clf, clf_history = train_classifier(rank, world_size)
+        with pytest.MonkeyPatch.context() as mp_:
+            mp_.setattr(loop, "_wrap_ddp", _counting_ddp)
+            accum, accum_history = train_lm(rank, world_size, None, grad_accum=2)
         save_file(lm, str(root / f"lm{rank}.safetensors"))
         save_file(clf, str(root / f"clf{rank}.safetensors"))
-        history = {"lm": lm_history, "clf": clf_history}
+        save_file(accum, str(root / f"accum{rank}.safetensors"))
+        history = {
+            "lm": lm_history,
+            "clf": clf_history,
+            "accum": accum_history,
+            "accum_reduced_bytes": REDUCED_BYTES,
+        }
         (root / f"history{rank}.json").write_text(json.dumps(history))
     finally:
         dist.destroy_process_group()
@@ -107,9 +139,11 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     lm_single, lm_history = train_lm(0, 1, tmp_path / "single")
     clf_single, clf_history = train_classifier(0, 1)
+    accum_single, _ = train_lm(0, 1, None, grad_accum=2)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
 
-    for name, single in (("lm", lm_single), ("clf", clf_single)):
+    singles = (("lm", lm_single), ("clf", clf_single), ("accum", accum_single))
+    for name, single in singles:
         for rank in (0, 1):
             ddp = load_file(str(tmp_path / f"{name}{rank}.safetensors"))
             for k, v in single.items():
@@ -121,6 +155,15 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
         want = _epoch_row(single_history)["train_loss"]
         for h in histories:
             assert abs(_epoch_row(h[name])["train_loss"] - want) < 1e-4 * abs(want), name
+
+    # With grad_accum=2, DDP all-reduces once per optimizer step (the micro-steps between
+    # run under no_sync), each time every trainable parameter's gradient, in fp32.
+    param_bytes = sum(p.numel() * 4 for p in AWDLSTMLanguageModel(CONFIG).parameters())
+    for h in histories:
+        micro_steps = _epoch_row(h["accum"])["step"]
+        optimizer_steps = -(-micro_steps // 2)
+        assert micro_steps > 20
+        assert sum(h["accum_reduced_bytes"]) == optimizer_steps * param_bytes
 
     # Rank 0 writes the checkpoint and the metrics log; rank 1 writes nothing.
     written = sorted(p.name for p in (tmp_path / "lm_rank0").iterdir())

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ulmfit.checkpoint import (
     load_training_state,
@@ -240,7 +241,8 @@ def fit(
         model.train()
         # Under torchrun, DDP averages gradients in backward; wrapped after freezing so it
         # hooks exactly the parameters this epoch trains.
-        step_model = _wrap_ddp(model, device) if dist_info.world_size > 1 else model
+        ddp = _wrap_ddp(model, device) if dist_info.world_size > 1 else None
+        step_model: nn.Module = model if ddp is None else ddp
         if state.step_in_epoch == 0:
             carry = task.init_carry()
         n_batches = task.n_batches(epoch)
@@ -252,21 +254,26 @@ def fit(
             mult = schedule(state.global_step, total_steps) * float(getattr(batch, "lr_scale", 1.0))
             for g in optimizer.param_groups:
                 g["lr"] = g["base_lr"] * mult
-            with autocast:
-                out = task.train_step(step_model, batch, carry)
-            loss = out.loss / config.grad_accum
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                loss.backward()
+            at_boundary = (state.step_in_epoch + 1) % config.grad_accum == 0
+            steps_now = at_boundary or state.step_in_epoch + 1 == n_batches
+            # Accumulation micro-steps keep their gradients local: DDP all-reduces the sum
+            # once, in the backward that precedes the optimizer step.
+            local = ddp.no_sync() if ddp is not None and not steps_now else contextlib.nullcontext()
+            with local:
+                with autocast:
+                    out = task.train_step(step_model, batch, carry)
+                loss = out.loss / config.grad_accum
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
             carry = out.carry
             for k, v in out.stats.items():
                 sums[k] = sums[k] + v.detach() if k in sums else v.detach().float()
             count = count + out.n
             state.step_in_epoch += 1
             state.global_step += 1
-            at_boundary = state.step_in_epoch % config.grad_accum == 0
-            if at_boundary or state.step_in_epoch == n_batches:
+            if steps_now:
                 optimizer_step(model, optimizer, scaler, config.clip)
             if bar is not None:
                 bar.update(1)
@@ -320,9 +327,7 @@ def fit(
     return state
 
 
-def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
+def _wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 
