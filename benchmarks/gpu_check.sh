@@ -7,7 +7,8 @@
 #   tests     pytest -m gpu: mixed precision, DropConnect on cuDNN, fused AdamW (~1 min)
 #   speed     LM training tokens/s (fit loop vs raw cuDNN ceiling vs fastai's Learner, bf16
 #             and fp16, bs 64 and 256) and classifier inference/training docs/s, with peak
-#             memory (benchmarks/speed.py --sections lm gpu; ~3-5 min)
+#             memory (benchmarks/speed.py --sections lm gpu; ~3-5 min), then the DDP
+#             scaling projection from that bf16 step (benchmarks/scaling.py; ~10 s)
 #   pretrain  stage 1 at the paper's sizes on the Wikipedia subset (benchmarks/pretrain.py;
 #             PRETRAIN_MINUTES a piece, default 6; PRETRAIN_EPOCHS overrides the config's 8,
 #             the same in every piece; PRETRAIN_CONFIG another config). Resumable: a later
@@ -57,6 +58,10 @@ if has speed; then
   "$PY" benchmarks/speed.py --data "$DATA" --sections lm gpu --results "$OUT/RESULTS.md" \
     --lm-args "--bs 64 256 --precision bf16 fp16 --json $OUT/lm_throughput.json" 2>&1 | tee -a "$LOG"
   check speed
+  say "scaling (DDP projection from the bf16 fit step just measured)"
+  "$PY" benchmarks/scaling.py --lm-json "$OUT/lm_throughput.json" --results "$OUT/RESULTS.md" \
+    2>&1 | tee -a "$LOG"
+  check scaling
 fi
 if has pretrain; then
   say "pretrain"

@@ -1,4 +1,5 @@
-"""benchmarks/pretrain.py and gpu_check.sh, the GPU drivers, rehearsed on a CPU at a tiny size.
+"""benchmarks/pretrain.py and gpu_check.sh, the GPU drivers, rehearsed on a CPU at a tiny size;
+scaling.py's measured all-reduce volume and its projection.
 
 Device time is scarce, so the script's whole path (pieces, resume, perplexity, export)
 must already work when it first runs on a GPU.
@@ -148,3 +149,64 @@ def test_gpu_check_phases_rehearsed_on_cpu(shared_data: Path, tmp_path: Path) ->
     report = json.loads((out / "reproduce_trec6.json").read_text())
     assert report["budget"] == "full" and report["sizes"]["test"] == 500
     assert report["pretrained"] == str(tmp_path / "runs/pretrain_wiki_bf16")
+
+
+@pytest.fixture(scope="module")
+def scaling() -> Iterator[ModuleType]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield load_benchmark("scaling", mp)
+
+
+def test_scaling_records_what_ddp_all_reduces(scaling: ModuleType) -> None:
+    """Every trainable parameter's fp32 gradient exactly once per step; the tied embedding,
+    which backward finishes last, in the last bucket (the one no backward can hide)."""
+    import torch
+
+    from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+
+    # Big enough for two buckets: DDP closes its first one after 1 MiB.
+    cfg = AWDLSTMConfig(vocab_size=2000, emb_size=16, hidden_size=256, n_layers=3)
+    torch.manual_seed(0)
+    model = AWDLSTMLanguageModel(cfg)
+    model.encoder.rnns[1].requires_grad_(False)  # a frozen group is not sent
+    buckets = scaling.record_buckets(model, scaling.lm_step(cfg))
+    sent = [name for b in buckets for name in b.params]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(sent) == sorted(trainable)
+    assert sum(b.nbytes for b in buckets) == 4 * sum(
+        p.numel() for p in model.parameters() if p.requires_grad
+    )
+    assert len(buckets) >= 2 and buckets[-1].params == ("encoder.embedding.weight",)
+    assert [b.index for b in buckets] == list(range(len(buckets)))
+
+
+def test_scaling_projection_bounds(scaling: ModuleType, tmp_path: Path) -> None:
+    Bucket, Link = scaling.Bucket, scaling.Link
+    # Ring all-reduce: 2 (N-1)/N of the bytes cross each link; nothing to send on one GPU.
+    assert scaling.allreduce_s(10**9, 1, 1.0) == 0.0
+    assert scaling.allreduce_s(10**9, 4, 1.0, latency_s=0.0) == pytest.approx(1.5)
+    buckets = [Bucket(0, 3 * 10**8, ("a",)), Bucket(1, 10**9, ("emb",))]
+    row = scaling.project(1.0, 1000, buckets, Link("x", 2, 1.0), latency_s=0.0)
+    assert row["exposed_best_ms"] == pytest.approx(1000.0)  # the last bucket alone
+    assert row["exposed_worst_ms"] == pytest.approx(1300.0)  # nothing overlapped
+    assert row["efficiency_best"] == pytest.approx(1 / 2)
+    assert row["efficiency_worst"] == pytest.approx(1 / 2.3)
+    assert row["tokens_per_s_best"] == pytest.approx(2 * 1000 / 2.0)
+
+    # T1 from lm_throughput's JSON: the bf16 fit row at the largest CUDA batch size.
+    summary = [
+        {"device": "cuda", "precision": "bf16", "system": "fit", "bs": 64, "tokens_per_s": 1.0},
+        {"device": "cuda", "precision": "bf16", "system": "fit", "bs": 256, "tokens_per_s": 5e5},
+        {"device": "cuda", "precision": "fp16", "system": "fit", "bs": 512, "tokens_per_s": 9.0},
+        {"device": "cuda", "precision": "bf16", "system": "ceiling", "bs": 512, "tokens_per_s": 9},
+    ]
+    path = tmp_path / "lm.json"
+    path.write_text(json.dumps({"summary": summary, "bptt": 72, "hardware": {"gpu": "G"}}))
+    tokens_per_s, bs, bptt, source = scaling.step_from_json(path)
+    assert (tokens_per_s, bs, bptt) == (5e5, 256, 72) and "G" in source
+    path.write_text(json.dumps({"summary": summary[3:], "bptt": 72}))
+    with pytest.raises(SystemExit, match=r"lm\.json: no cuda bf16 'fit' row"):
+        scaling.step_from_json(path)
+    with pytest.raises(Exception, match="expected NAME:GPUS:GBPS"):
+        scaling.parse_link("nvlink:eight:300")
+    assert scaling.parse_link("a:b:8:40") == Link("a:b", 8, 40.0)
