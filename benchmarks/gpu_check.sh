@@ -7,7 +7,8 @@
 #   tests     pytest -m gpu: mixed precision, DropConnect on cuDNN, fused AdamW (~1 min)
 #   speed     LM training tokens/s (fit loop vs raw cuDNN ceiling vs fastai's Learner, bf16
 #             and fp16, bs 64 and 256) and classifier inference/training docs/s, with peak
-#             memory (benchmarks/speed.py --sections lm gpu; ~3-5 min), then the DDP
+#             memory (benchmarks/speed.py --sections lm gpu; ~3-5 min; a torch.profiler
+#             report of fit at bs 256 bf16 in profile_fit.txt), then the DDP
 #             scaling projection from that bf16 step (benchmarks/scaling.py; ~10 s)
 #   pretrain  stage 1 at the paper's sizes on the Wikipedia subset (benchmarks/pretrain.py;
 #             PRETRAIN_MINUTES a piece, default 6; PRETRAIN_EPOCHS overrides the config's 8,
@@ -17,7 +18,8 @@
 #   trec6     reproduce.py trec6 --budget full from the finished stage-1 model
 #   imdb      reproduce.py imdb --budget full, LM fine-tuning IMDB_LM_EPOCHS (default 2)
 # What comes back ($OUT, at most 8 files): session.log, RESULTS.md (every phase's section),
-# lm_throughput.json, pretrain.json, reproduce_<dataset>.json. The tables print last.
+# lm_throughput.json, profile_fit.txt, pretrain.json, reproduce_<dataset>.json. The tables
+# print last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ulmfit-gpu-out}
@@ -56,7 +58,7 @@ fi
 if has speed; then
   say "speed"
   "$PY" benchmarks/speed.py --data "$DATA" --sections lm gpu --results "$OUT/RESULTS.md" \
-    --lm-args "--bs 64 256 --precision bf16 fp16 --json $OUT/lm_throughput.json" 2>&1 | tee -a "$LOG"
+    --lm-args "--bs 64 256 --precision bf16 fp16 --json $OUT/lm_throughput.json --profile $OUT/profile_fit.txt" 2>&1 | tee -a "$LOG"
   check speed
   say "scaling (DDP projection from the bf16 fit step just measured)"
   "$PY" benchmarks/scaling.py --lm-json "$OUT/lm_throughput.json" --results "$OUT/RESULTS.md" \

@@ -33,7 +33,9 @@ check. On a GPU the bar is ``fit >= 0.9 x ceiling`` under bf16; peak GPU memory
 
 The table is printed last and appended, with the command line, date and hardware, to
 ``benchmarks/RESULTS.md`` (``--no-write`` to skip; ``--json PATH`` also dumps the raw
-numbers). Run from the repository root::
+numbers; ``--profile PATH`` writes where ``fit``'s time goes: ``torch.profiler`` over the
+timed steps at the largest bs, with host reads and syncs per step and the GPU's busy
+share). Run from the repository root::
 
     PYTHONPATH=src python benchmarks/lm_throughput.py --device cpu  # 2-6 min on 2 busy cores
     PYTHONPATH=src python benchmarks/lm_throughput.py --device cpu --sizes small --steps 20
@@ -307,15 +309,24 @@ class TimedLMTask(LMTask):
     is queued, so the timed span is exactly steps ``warmup..max_steps-1``.
     """
 
-    def __init__(self, *args: Any, warmup: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        warmup: int,
+        on_batch: Callable[[], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.warmup = warmup
+        self.on_batch = on_batch  # e.g. a profiler's step(), called before each batch
         self.t0 = 0.0
         self.tokens = 0
 
     def train_batches(self, epoch: int, start: int) -> Iterator[LMBatch]:
         device = self.train.device
         for i, batch in enumerate(super().train_batches(epoch, start), start):
+            if self.on_batch is not None:
+                self.on_batch()
             if i == self.warmup:
                 sync(device)
                 self.t0 = time.perf_counter()
@@ -333,6 +344,7 @@ def run_fit(
     warmup: int,
     steps: int,
     seed: int,
+    on_batch: Callable[[], object] | None = None,
 ) -> tuple[int, float]:
     """Our full pipeline: ``fit`` + ``LMTask`` over an ``LMStream`` of just enough tokens."""
     torch.manual_seed(seed)
@@ -346,7 +358,9 @@ def run_fit(
             break
         n_cols = int(n_cols * 1.2)
     model = AWDLSTMLanguageModel(cfg).to(device)
-    task = TimedLMTask(model, stream, None, alpha=TRAIN.alpha, beta=TRAIN.beta, warmup=warmup)
+    task = TimedLMTask(
+        model, stream, None, alpha=TRAIN.alpha, beta=TRAIN.beta, warmup=warmup, on_batch=on_batch
+    )
     train_cfg = TRAIN.replace(
         epochs=1,
         max_steps=n_steps,
@@ -362,6 +376,62 @@ def run_fit(
     if state.global_step != n_steps:
         raise RuntimeError(f"fit ran {state.global_step} steps, expected {n_steps}")
     return task.tokens, elapsed
+
+
+#: Ops whose count says how often the host waited for the device (``.item()`` & co).
+HOST_READ_OPS = ("aten::_local_scalar_dense",)
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def profile_fit(
+    cfg: AWDLSTMConfig,
+    bs: int,
+    bptt: int,
+    device: torch.device,
+    precision: str,
+    warmup: int,
+    steps: int,
+    seed: int,
+) -> str:
+    """Where ``fit``'s time goes: ``torch.profiler`` over ``steps`` steps after ``warmup``.
+
+    A report of the per-step host reads and synchronisations, the device's busy share of
+    the wall clock (on CUDA: well under 1 means the host or launches hold the GPU back),
+    and the operators by self time.
+    """
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    # Step 0 is fit's set-up; batch i runs in profiler step i + 1 (step() comes before it).
+    plan = schedule(wait=1, warmup=max(warmup, 1), active=steps, repeat=1)
+    with profile(activities=activities, schedule=plan) as prof:
+        tokens, seconds = run_fit(
+            cfg, bs, bptt, device, precision, max(warmup, 1), steps, seed, on_batch=prof.step
+        )
+    events = prof.key_averages()
+    counts = {e.key: e.count for e in events}
+    reads = sum(counts.get(k, 0) for k in HOST_READ_OPS)
+    syncs = sum(counts.get(k, 0) for k in SYNC_CALLS)
+    lines = [
+        f"fit, {device.type}, {precision}, bs {bs}, bptt {bptt}: {steps} profiled steps after "
+        f"{max(warmup, 1)} ({tokens / seconds:,.0f} tokens/s with the profiler on)",
+        f"host reads (.item() etc.) per step: {reads / steps:.2f}"
+        + ("" if device.type == "cuda" else " (free on a CPU: AdamW's step counters)"),
+        f"device synchronisations per step: {syncs / steps:.2f} (the timer's own 2 included)",
+    ]
+    if device.type == "cuda":
+        busy_us = sum(e.self_device_time_total for e in events)
+        lines.append(
+            f"device busy: {busy_us / 1e3:.1f} ms of {seconds * 1e3:.1f} ms wall "
+            f"({busy_us / 1e6 / seconds:.0%})"
+        )
+        sort = "self_device_time_total"
+    else:
+        sort = "self_cpu_time_total"
+    lines += ["", events.table(sort_by=sort, row_limit=30)]
+    return "\n".join(lines) + "\n"
 
 
 def fastai_available() -> bool:
@@ -629,6 +699,28 @@ def write_json(
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
+def write_profile(args: argparse.Namespace, device: torch.device) -> None:
+    """``--profile``: :func:`profile_fit` at the largest bs and the first precision."""
+    label = precision_name(resolve_precision(args.precision[0], device))
+    free_memory(device)
+    try:
+        report = profile_fit(
+            model_config(args.sizes),
+            max(args.bs),
+            args.bptt,
+            device,
+            label,
+            args.warmup,
+            args.steps,
+            args.seed,
+        )
+    except Exception as e:  # a profiler failure must not cost the timings already taken
+        report = f"profiling failed: {type(e).__name__}: {e}\n"
+    args.profile.parent.mkdir(parents=True, exist_ok=True)
+    args.profile.write_text(f"{command_line()}\n\n{report}", encoding="utf-8")
+    print(report.split("\n\n")[0], file=sys.stderr, flush=True)
+
+
 def command_line() -> str:
     return "PYTHONPATH=src python " + shlex.join(sys.argv)
 
@@ -661,6 +753,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file to append to")
     p.add_argument("--no-write", action="store_true", help="do not append to --out")
     p.add_argument("--json", type=Path, help="also dump raw results and the summary here")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="also profile fit (the largest bs, the first precision) and write the report here",
+    )
     return p.parse_args(argv)
 
 
@@ -704,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t_start
     if args.json:
         write_json(args.json, args, hw, results, rows, total)
+    if args.profile:
+        write_profile(args, device)
     if not args.no_write:
         write_section(args.out, args, hw, table)
     print(f"\ntotal {total:.0f} s", file=sys.stderr, flush=True)

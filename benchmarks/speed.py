@@ -709,6 +709,8 @@ def lm_rows(lm_argv: list[str]) -> list[Row]:
     if args.json:  # the raw timings too, as lm_throughput.py --json writes them
         total = time.perf_counter() - t0
         lt.write_json(args.json, args, lt.hardware(device), results, summary, total)
+    if args.profile:  # where fit's time goes, for the next step if it misses the bar
+        lt.write_profile(args, device)
     rows = []
     for r in summary:
         mem = "" if r["peak_mem_gib"] is None else f"peak {r['peak_mem_gib']:.2f} GiB; "

@@ -210,3 +210,21 @@ def test_scaling_projection_bounds(scaling: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="expected NAME:GPUS:GBPS"):
         scaling.parse_link("nvlink:eight:300")
     assert scaling.parse_link("a:b:8:40") == Link("a:b", 8, 40.0)
+
+
+def test_lm_throughput_profile_reports_where_fit_spends_its_steps(tmp_path: Path) -> None:
+    """--profile: exactly the asked-for steps profiled, per-step host reads and syncs
+    counted, the operators listed (on a GPU it also gives the device's busy share)."""
+    with pytest.MonkeyPatch.context() as mp:
+        lt = load_benchmark("lm_throughput", mp)
+        out = tmp_path / "profile.txt"
+        argv = ["--device", "cpu", "--sizes", "small", "--bs", "8", "--bptt", "12"]
+        argv += ["--steps", "4", "--warmup", "2", "--no-write", "--profile", str(out)]
+        assert lt.main(argv) == 0
+    report = out.read_text()
+    assert "fit, cpu, fp32, bs 8, bptt 12: 4 profiled steps after 2" in report
+    assert "host reads (.item() etc.) per step:" in report
+    assert "device synchronisations per step: 0.00" in report  # no device, no syncs
+    step_rows = [line.split() for line in report.splitlines() if "ProfilerStep*" in line]
+    assert len(step_rows) == 1 and step_rows[0][-1] == "4"  # the schedule caught 4 steps
+    assert "aten::mm" in report  # the LM's own compute is in the table
