@@ -5,8 +5,9 @@
 #
 # Phases, in this order (default "tests speed"):
 #   tests     pytest -m gpu: mixed precision, DropConnect on cuDNN, fused AdamW (~1 min)
-#   speed     LM training tokens/s (fit loop vs raw cuDNN ceiling vs fastai's Learner, bf16
-#             and fp16, bs 64 and 256) and classifier inference/training docs/s, with peak
+#   speed     LM training tokens/s (fit loop vs raw cuDNN ceiling vs fastai's Learner, bs 64
+#             and 256, LM_PRECISION: default bf16, the bar; "bf16 fp16" adds fp16 at
+#             about twice the time) and classifier inference/training docs/s, with peak
 #             memory (benchmarks/speed.py --sections lm gpu; ~3-5 min; a torch.profiler
 #             report of fit at bs 256 bf16 in profile_fit.txt), then the DDP
 #             scaling projection from that bf16 step (benchmarks/scaling.py; ~10 s)
@@ -58,7 +59,7 @@ fi
 if has speed; then
   say "speed"
   "$PY" benchmarks/speed.py --data "$DATA" --sections lm gpu --results "$OUT/RESULTS.md" \
-    --lm-args "--bs 64 256 --precision bf16 fp16 --json $OUT/lm_throughput.json --profile $OUT/profile_fit.txt" 2>&1 | tee -a "$LOG"
+    --lm-args "--bs 64 256 --precision ${LM_PRECISION:-bf16} --json $OUT/lm_throughput.json --profile $OUT/profile_fit.txt" 2>&1 | tee -a "$LOG"
   check speed
   say "scaling (DDP projection from the bf16 fit step just measured)"
   "$PY" benchmarks/scaling.py --lm-json "$OUT/lm_throughput.json" --results "$OUT/RESULTS.md" \
