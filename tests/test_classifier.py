@@ -391,8 +391,9 @@ def test_bidirectional_pipeline_reports_the_ensemble(tmp_path: Path, shared_data
     bwd = TextClassifier.load(tmp_path / "run/backward/classifier", device="cpu")
     assert bwd.config.backwards
     assert bwd.numericalize(["who are you ?"])[0][-1] == bwd.vocab.stoi["xxbos"]  # type: ignore[union-attr]
-    lm_cfg = json.loads((tmp_path / "run/backward/lm_pretrained/config.json").read_text())
-    assert lm_cfg["direction"] == "backward"
+    for lm in ("lm_pretrained", "lm_finetuned"):  # both LMs of the backward model read back
+        lm_cfg = json.loads((tmp_path / f"run/backward/{lm}/config.json").read_text())
+        assert lm_cfg["direction"] == "backward", lm
 
 
 # -- fit() mechanics on a tiny untrained LM (seconds) ------------------------------------

@@ -235,7 +235,7 @@ def _finetune_lm(
         fmt=None,
     )
     stage = dataclasses.replace(
-        cfg.finetune_lm,
+        stage,  # not cfg.finetune_lm: this direction's copy (the backward one reads reversed)
         out_dir=str(out / "lm_finetuned"),
         pretrained=str(pretrained),
         corpus=corpus,
