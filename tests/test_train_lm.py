@@ -518,3 +518,31 @@ def test_every_cli_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "DropConnect on each layer's hidden-to-hidden weights (default: 0.2)" in " ".join(
         out.split()
     )
+
+
+def test_direction_mismatch_is_refused_before_training(tmp_path: Path, small_text: Path) -> None:
+    """A backward stage from a forward LM (or the reverse) would train on, silently and
+    badly, text read the other way: LM fine-tuning and the classifier refuse it."""
+    from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+
+    quick = TrainConfig(epochs=1, lr=1e-3, progress=False, max_steps=1)
+    fwd = train_language_model(stage(tmp_path, [str(small_text)], train=quick))
+    bwd_data = LMDataConfig(bs=8, bptt=20, backwards=True)
+    bwd_stage = stage(
+        tmp_path, [str(small_text)], out_dir=str(tmp_path / "ft"), data=bwd_data, train=quick
+    )
+    with pytest.raises(CheckpointError, match=r"direction is 'forward', but LM fine-tuning") as e:
+        train_language_model(bwd_stage.__class__(**{**bwd_stage.__dict__, "pretrained": str(fwd)}))
+    assert str(fwd / "config.json") in str(e.value)
+    assert not (tmp_path / "ft").exists()
+    clf = TextClassifier(fwd, ClassifierTrainConfig(backwards=True, device="cpu"))
+    with pytest.raises(CheckpointError, match=r"but the classifier reads text backward"):
+        clf.fit(["a question ?", "another one ?"], ["x", "y"])
+    # The matching direction goes through: a backward LM fine-tunes backwards.
+    bwd = train_language_model(
+        stage(
+            tmp_path, [str(small_text)], out_dir=str(tmp_path / "bwd"), data=bwd_data, train=quick
+        )
+    )
+    ft = train_language_model(bwd_stage.__class__(**{**bwd_stage.__dict__, "pretrained": str(bwd)}))
+    assert json.loads((ft / "config.json").read_text())["direction"] == "backward"

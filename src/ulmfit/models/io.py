@@ -91,6 +91,22 @@ def load_lm(model_dir: Path | str, device: torch.device | str = "cpu") -> Loaded
     return LoadedLM(model.to(device), vocab, tok_cfg, spm if spm.exists() else None, config)
 
 
+def check_direction(lm: LoadedLM, model_dir: Path | str, backwards: bool, user: str) -> None:
+    """Refuse to start ``user`` (a stage reading text ``backwards`` or not) from an LM
+    trained in the other direction: it would train on, silently and badly, reversed text.
+
+    LMs without a recorded direction (imported fastai weights) are not checked.
+    """
+    recorded = lm.config.get("direction")
+    wanted = "backward" if backwards else "forward"
+    if recorded in ("forward", "backward") and recorded != wanted:
+        raise CheckpointError(
+            f"{Path(model_dir) / 'config.json'}: direction is {recorded!r}, but {user} reads "
+            f"text {wanted} ({'backwards = true' if backwards else 'backwards = false'}); "
+            f"start it from a {wanted} language model"
+        )
+
+
 def export_lm(
     src: Path | str, dst: Path | str, dtype: str = "bf16", max_shard_mib: int = 16
 ) -> Path:

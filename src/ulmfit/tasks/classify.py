@@ -61,7 +61,7 @@ from ulmfit.models.classifier import (
     TextClassifierModel,
     masked_concat_pool,
 )
-from ulmfit.models.io import load_lm
+from ulmfit.models.io import check_direction, load_lm
 from ulmfit.tasks import metrics as M
 from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
 from ulmfit.text.vocab import Vocab
@@ -288,6 +288,7 @@ class TextClassifier:
         info = distributed.init_from_env(cfg.device)
         device = pick_device(distributed.device_for(info, cfg.device))
         lm = load_lm(self.language_model)
+        check_direction(lm, self.language_model, cfg.backwards, "the classifier")
         self.vocab, self.tokenizer_config, self.spm_model = lm.vocab, lm.tokenizer, lm.spm_model
         self._tokenizer = None
         # A refit starts clean: nothing tuned or logged by an earlier fit survives it.

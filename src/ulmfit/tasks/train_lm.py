@@ -18,7 +18,7 @@ from ulmfit.config import to_dict
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.data.prepare import CorpusConfig, iter_texts, split_docs, tokenize_files
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
-from ulmfit.models.io import load_lm, write_lm_files
+from ulmfit.models.io import check_direction, load_lm, write_lm_files
 from ulmfit.models.transfer import transfer_lm_state
 from ulmfit.tasks.lm import LMTask
 from ulmfit.text.corpus import corpus_cache_key, default_cache_dir
@@ -86,6 +86,8 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
 
     # Tokeniser: the pretrained model's for stage 2 (its vocabulary lives in that space).
     pre = load_lm(cfg.pretrained) if cfg.pretrained else None
+    if pre is not None and cfg.pretrained:
+        check_direction(pre, cfg.pretrained, cfg.data.backwards, "LM fine-tuning")
     tok_cfg = pre.tokenizer if pre else cfg.tokenizer
     spm_model = pre.spm_model if pre else None
     if tok_cfg.kind == "spm" and spm_model is None:
