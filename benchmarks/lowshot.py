@@ -111,7 +111,7 @@ def run_arm(
             t0 = time.perf_counter()
             lm = R.finetune_lm(budget.finetune_lm, pretrained, texts, work / "lm_finetuned")
             times["finetune_lm"] = time.perf_counter() - t0
-        scores, t, clf_times = R.fit_classifier(lm, budget, data, (texts, labels), None)
+        scores, t, clf_times, _ = R.fit_classifier(lm, budget, data, (texts, labels), None)
         times.update(clf_times)
     m = R.score(data, R.SystemRun(arm, scores, t, {}))
     value = 100 * (m["error_rate"] if data.task == "multiclass" else m["micro_f1"])

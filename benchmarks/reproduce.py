@@ -5,7 +5,11 @@ stratified 10% validation split (used for model selection, tuning and thresholds
 and the full official test set.
 
 * ``ulmfit``: pretrain (or reuse) an LM, fine-tune it on the task's training text,
-  fine-tune the classifier (forward model only; the paper reports fwd+bwd ensembles).
+  fine-tune the classifier (the forward model).
+* ``ulmfit-bwd``: the same three stages reading every text backwards (its own backward
+  LM: pretrained here, reused, or ``--pretrained-backward``). With ``ulmfit`` it adds the
+  paper's ensemble row ``ulmfit-ens``: the two models' probabilities averaged
+  (multi-label: thresholds tuned again on the averaged validation probabilities).
 * ``scratch``: the same classifier and recipe from a randomly initialised LM.
 * ``tfidf`` (``tfidf-svm``): TF-IDF word + char n-grams, logistic regression (linear SVM).
 * ``fasttext``: fastText supervised, bigrams (needs ``fasttext-numpy2-wheel``).
@@ -70,7 +74,7 @@ from ulmfit.data.lm import LMDataConfig
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.datasets import DatasetSplit, data_dir, dataset_spec, load_dataset, load_splits
 from ulmfit.models.awd_lstm import AWDLSTMConfig
-from ulmfit.models.io import load_lm
+from ulmfit.models.io import check_direction, load_lm
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, UnfreezeStage
 from ulmfit.tasks.pipeline import PipelineConfig
@@ -82,7 +86,8 @@ log = logging.getLogger("reproduce")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 DEMO_LM = REPO / "runs" / "demo_trec" / "lm_pretrained"
-SYSTEMS = ("ulmfit", "scratch", "tfidf", "tfidf-svm", "fasttext")
+SYSTEMS = ("ulmfit", "ulmfit-bwd", "scratch", "tfidf", "tfidf-svm", "fasttext")
+ENSEMBLE = "ulmfit-ens"  # a row of its own when ulmfit and ulmfit-bwd both run
 BASELINE_KIND = {
     "tfidf": "a linear model on n-gram counts",
     "tfidf-svm": "a linear model on n-gram counts",
@@ -314,28 +319,38 @@ class SystemRun:
     thresholds: np.ndarray | None
     times: dict[str, float | str]
     params: dict[str, Any] = field(default_factory=dict)
+    valid_scores: np.ndarray | None = None  # multi-label ULMFiT: for the ensemble's thresholds
 
 
 def _is_lm_dir(path: Path | None) -> bool:
     return path is not None and (path / "config.json").exists()
 
 
-def pretrained_lm(budget: Budget, out: Path, given: str | None) -> tuple[Path, float | str]:
-    """The stage-1 LM: ``given``, the budget's reusable one, or a freshly trained one."""
+def pretrained_lm(
+    budget: Budget, out: Path, given: str | None, backwards: bool = False
+) -> tuple[Path, float | str]:
+    """The stage-1 LM: ``given``, the budget's reusable one, or a freshly trained one
+    (``backwards``: one that reads text backwards, for ``ulmfit-bwd``)."""
     if given:
         return Path(given), "given"
-    if budget.reuse_lm is not None and _is_lm_dir(budget.reuse_lm):
+    if not backwards and budget.reuse_lm is not None and _is_lm_dir(budget.reuse_lm):
         return budget.reuse_lm, "reused"
+    suffix = "_bwd" if backwards else ""
     # A harness test pretrains its own throwaway LM; real budgets share one across datasets.
     if budget.name == "tiny":
-        target = out / "lm_pretrained"
+        target = out / f"lm_pretrained{suffix}"
     else:
-        target = REPO / "runs" / "reproduce" / f"lm_pretrained_{budget.name}"
+        target = REPO / "runs" / "reproduce" / f"lm_pretrained_{budget.name}{suffix}"
         if _is_lm_dir(target):
             return target, "reused"
+    stage = _direction(budget.pretrain, backwards)
     t0 = time.perf_counter()
-    train_language_model(dataclasses.replace(budget.pretrain, out_dir=str(target)))
+    train_language_model(dataclasses.replace(stage, out_dir=str(target)))
     return target, time.perf_counter() - t0
+
+
+def _direction(stage: LMStageConfig, backwards: bool) -> LMStageConfig:
+    return dataclasses.replace(stage, data=dataclasses.replace(stage.data, backwards=backwards))
 
 
 def finetune_lm(stage: LMStageConfig, pretrained: Path, texts: Sequence[str], out: Path) -> Path:
@@ -355,8 +370,9 @@ def fit_classifier(
     data: Splits,
     train: tuple[list[str], list[Any]],
     log_dir: Path | None,
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, float]]:
-    """Stage 3 from ``lm_dir`` on ``train``; test scores and thresholds over ``data.classes``."""
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, float], TextClassifier]:
+    """Stage 3 from ``lm_dir`` on ``train``: test scores and thresholds over
+    ``data.classes``, the stage's times, and the classifier."""
     t0 = time.perf_counter()
     assert data.valid.labels is not None
     known = LabelEncoder.fit(train[1], data.task).classes
@@ -372,22 +388,63 @@ def fit_classifier(
     if data.task == "multilabel" and thresholds is None:
         thresholds = np.full(len(clf.labels), 0.5)
     scores, t = align_columns(probs, clf.labels.classes, data.classes, thresholds)
-    return scores, t, times
+    return scores, t, times, clf
 
 
 def run_ulmfit(
-    data: Splits, budget: Budget, out: Path, pretrained: Path, pretrain_time: float | str
+    data: Splits,
+    budget: Budget,
+    out: Path,
+    pretrained: Path,
+    pretrain_time: float | str,
+    backwards: bool = False,
 ) -> SystemRun:
+    """Stages 2 and 3 from ``pretrained``; ``backwards``: every text read backwards."""
+    suffix = "_bwd" if backwards else ""
     times: dict[str, float | str] = {"pretrain": pretrain_time}
     t0 = time.perf_counter()
     lm_text = data.train.texts + data.valid.texts + data.unlabelled
-    ft = finetune_lm(budget.finetune_lm, pretrained, lm_text, out / "lm_finetuned")
+    stage = _direction(budget.finetune_lm, backwards)
+    ft = finetune_lm(stage, pretrained, lm_text, out / f"lm_finetuned{suffix}")
     times["finetune_lm"] = time.perf_counter() - t0
     assert data.train.labels is not None
     train = (data.train.texts, list(data.train.labels))
-    scores, t, clf_times = fit_classifier(ft, budget, data, train, out / "classifier_logs")
+    clf_budget = dataclasses.replace(
+        budget, classifier=budget.classifier.replace(backwards=backwards)
+    )
+    logs = out / f"classifier_logs{suffix}"
+    scores, t, clf_times, clf = fit_classifier(ft, clf_budget, data, train, logs)
     times.update(clf_times)
-    return SystemRun("ulmfit", scores, t, times, {"finetuned_lm": str(ft)})
+    valid_scores = None
+    if data.task == "multilabel":  # the ensemble tunes its own thresholds on these
+        assert clf.labels is not None
+        valid_probs = clf.predict_proba(data.valid.texts).astype(np.float64)
+        valid_scores, _ = align_columns(valid_probs, clf.labels.classes, data.classes)
+    system = "ulmfit-bwd" if backwards else "ulmfit"
+    return SystemRun(system, scores, t, times, {"finetuned_lm": str(ft)}, valid_scores)
+
+
+def ensemble_run(fwd: SystemRun, bwd: SystemRun, data: Splits, budget: Budget) -> SystemRun:
+    """The paper's forward + backward ensemble: the two models' probabilities averaged.
+
+    Multi-label thresholds are tuned again on the averaged validation probabilities (a
+    label neither model saw in training stays never predicted).
+    """
+    scores = (fwd.scores + bwd.scores) / 2
+    thresholds = None
+    if data.task == "multilabel":
+        assert fwd.valid_scores is not None and bwd.valid_scores is not None
+        assert data.valid.labels is not None
+        assert fwd.thresholds is not None and bwd.thresholds is not None
+        y_valid = LabelEncoder(data.classes, data.task).encode(data.valid.labels)
+        thresholds, _ = M.tune_thresholds(
+            y_valid, (fwd.valid_scores + bwd.valid_scores) / 2, budget.classifier.min_positives
+        )
+        unseen = np.isinf(fwd.thresholds) & np.isinf(bwd.thresholds)
+        thresholds = np.where(unseen, np.inf, thresholds)
+    predict = sum(float(r.times.get("predict", 0.0)) for r in (fwd, bwd))
+    times: dict[str, float | str] = {"stages": "ulmfit + ulmfit-bwd", "predict": predict}
+    return SystemRun(ENSEMBLE, scores, thresholds, times, {"of": [fwd.system, bwd.system]})
 
 
 def run_baseline(
@@ -480,18 +537,21 @@ def note(
     reasons = []
     if vs_paper and system in BASELINE_KIND:
         reasons.append(f"{BASELINE_KIND[system]}, not the model behind that figure")
-    if system in ("ulmfit", "scratch") and budget.name != "full":
+    if system.startswith("ulmfit") or system == "scratch":
         size, tokens = _lm_summary(pretrained)
         amount = f"{tokens / 1e6:.1f}M" if tokens >= 1e5 else f"{tokens / 1e3:.0f}k"
-        what = (
-            f"{amount}-token pretraining of a {size} AWD-LSTM on a CPU"
-            if system == "ulmfit"
-            else f"a random {size} AWD-LSTM (no pretraining, no LM fine-tuning)"
-        )
-        reasons.append(
-            f"{budget.name} budget: {what} vs 103M tokens and 400/1150x3 on a GPU"
-            + ("; forward model only (paper: fwd+bwd ensemble)" if system == "ulmfit" else "")
-        )
+        if budget.name != "full":
+            what = (
+                f"a random {size} AWD-LSTM (no pretraining, no LM fine-tuning)"
+                if system == "scratch"
+                else f"{amount}-token pretraining of a {size} AWD-LSTM on a CPU"
+            )
+            reasons.append(f"{budget.name} budget: {what} vs 103M tokens and 400/1150x3 on a GPU")
+        elif system != "scratch" and tokens:
+            reasons.append(f"pretrained on {amount} Wikipedia tokens, not WikiText-103's 103M")
+        one = {"ulmfit": "forward", "ulmfit-bwd": "backward"}.get(system)
+        if one:
+            reasons.append(f"{one} model only (paper: fwd+bwd ensemble)")
     if len(data.train) + len(data.valid) < data.n_official_train:
         reasons.append(f"{len(data.train)} of {data.n_official_train} training docs")
     if macro_f1 is not None and macro_f1 < 10:
@@ -538,11 +598,12 @@ def make_rows(
         else:
             ours, macro = 100 * m["micro_f1"], 100 * m["macro_f1"]
             shown = f"{ours:.2f} / {macro:.2f}"
-        ref = REFERENCE.get((dataset, run.system.split("-")[0]))
+        ulmfit = run.system.startswith("ulmfit")
+        ref = None if ulmfit else REFERENCE.get((dataset, run.system.split("-")[0]))
         paper_target = PAPER.get(dataset) if multiclass else (paper_f1[0] if paper_f1 else None)
-        target = ref[0] if ref and run.system != "ulmfit" else paper_target
-        ref_text = "(paper)" if run.system == "ulmfit" else f"{ref[0]} ({ref[1]})" if ref else "-"
-        vs_paper = run.system != "ulmfit" and ref is None
+        target = ref[0] if ref else paper_target
+        ref_text = "(paper)" if ulmfit else f"{ref[0]} ({ref[1]})" if ref else "-"
+        vs_paper = not ulmfit and ref is None
         why = note(
             dataset,
             run.system,
@@ -573,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
         "--systems", default="ulmfit,scratch,tfidf,fasttext", help=f"from {','.join(SYSTEMS)}"
     )
     parser.add_argument("--pretrained", help="an existing LM directory: skips stage 1")
+    parser.add_argument(
+        "--pretrained-backward", help="an existing backward LM: skips ulmfit-bwd's stage 1"
+    )
     parser.add_argument("--data-dir", type=Path, help="dataset mirror (default: $ULMFIT_DATA)")
     parser.add_argument("--out-dir", type=Path, help="default: runs/reproduce/DATASET_BUDGET")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file appended")
@@ -611,27 +675,43 @@ def main(argv: list[str] | None = None) -> int:
     pretrain_time: float | str = "-"
     if "ulmfit" in systems or "scratch" in systems:
         pretrained, pretrain_time = pretrained_lm(budget, out, args.pretrained)
-        load_lm(pretrained)  # fail here, not after the baselines, if it is not an LM
+        # Fail here, not after the baselines, if it is not a (forward) LM.
+        check_direction(load_lm(pretrained), pretrained, False, "ulmfit")
+    backward: Path | None = None
+    backward_time: float | str = "-"
+    if "ulmfit-bwd" in systems:
+        backward, backward_time = pretrained_lm(budget, out, args.pretrained_backward, True)
+        check_direction(load_lm(backward), backward, True, "ulmfit-bwd")
     runs, metrics = [], []
     for system in systems:
         log.info("=== %s", system)
         if system == "ulmfit":
             assert pretrained is not None
             run = run_ulmfit(data, budget, out, pretrained, pretrain_time)
+        elif system == "ulmfit-bwd":
+            assert backward is not None
+            run = run_ulmfit(data, budget, out, backward, backward_time, backwards=True)
         else:
             run = run_baseline(system, data, budget, out, pretrained)
         runs.append(run)
         metrics.append(score(data, run))
         log.info("%s: %s", system, _headline(metrics[-1]))
+    by_name = {r.system: r for r in runs}
+    if "ulmfit" in by_name and "ulmfit-bwd" in by_name:
+        runs.append(ensemble_run(by_name["ulmfit"], by_name["ulmfit-bwd"], data, budget))
+        metrics.append(score(data, runs[-1]))
+        log.info("%s: %s", ENSEMBLE, _headline(metrics[-1]))
 
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = command_line("benchmarks/reproduce.py", argv)
-    header, rows = make_rows(args.dataset, data, runs, metrics, budget, pretrained, when, cmd)
+    lm_for_notes = pretrained or backward
+    header, rows = make_rows(args.dataset, data, runs, metrics, budget, lm_for_notes, when, cmd)
     table = "\n".join([header, "|" + "---|" * (header.count("|") - 1), *rows])
     report = {
         "dataset": args.dataset,
         "budget": budget.name,
         "pretrained": str(pretrained) if pretrained else None,
+        "pretrained_backward": str(backward) if backward else None,
         "sizes": {k: len(getattr(data, k)) for k in ("train", "valid", "test")},
         "systems": {
             r.system: {"times": r.times, "params": r.params, "metrics": _headline(m)}
@@ -641,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "reproduce.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     if not args.no_write:
         with open(args.results, "a", encoding="utf-8") as f:
-            f.write(_section(args.dataset, data, budget, pretrained, when, cmd, table))
+            section = _section(args.dataset, data, budget, pretrained, when, cmd, table, backward)
+            f.write(section)
     print(table)
     return 0
 
@@ -659,6 +740,7 @@ def _section(
     when: str,
     cmd: str,
     table: str,
+    backward: Path | None = None,
 ) -> str:
     enc = LabelEncoder(data.classes, data.task)
     assert data.train.labels is not None and data.test.labels is not None
@@ -675,6 +757,8 @@ def _section(
         f"{data.n_official_train}-doc train split{extra}), {len(data.test)} test"
     )
     lm = f"Pretrained LM: `{pretrained}`. " if pretrained else ""
+    if backward:
+        lm += f"Backward pretrained LM: `{backward}`. "
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     omp = os.environ.get("OMP_WAIT_POLICY", "unset")
     return (

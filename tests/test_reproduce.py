@@ -1,16 +1,20 @@
-"""benchmarks/reproduce.py: the harness produces a RESULTS row on a tiny budget."""
+"""benchmarks/reproduce.py: the harness produces a RESULTS row on a tiny budget; the
+backward model and the fwd+bwd ensemble row."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from conftest import load_benchmark
+from ulmfit.datasets import DatasetSplit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,3 +75,63 @@ def test_multilabel_rows_report_micro_and_macro_f1(
 def test_unknown_system_is_refused(reproduce: ModuleType) -> None:
     with pytest.raises(SystemExit):
         reproduce.main(["trec6", "--systems", "bert"])
+
+
+def test_backward_model_and_the_ensemble_row(
+    reproduce: ModuleType, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ulmfit-bwd trains all three stages reading backwards; with ulmfit it adds the
+    paper's fwd+bwd ensemble row."""
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    results, out = tmp_path / "RESULTS.md", tmp_path / "out"
+    argv = ["trec6", "--budget", "tiny", "--systems", "ulmfit,ulmfit-bwd"]
+    argv += ["--results", str(results), "--out-dir", str(out), "--data-dir", str(shared_data)]
+    assert reproduce.main(argv) == 0
+    rows = [r.split(" | ") for r in results.read_text().splitlines() if r.startswith("| trec6 |")]
+    assert [r[1] for r in rows] == ["ulmfit", "ulmfit-bwd", "ulmfit-ens"]
+    assert all(r[4] == "(paper)" for r in rows)
+    assert "forward model only" in rows[0][-1] and "backward model only" in rows[1][-1]
+    assert "model only" not in rows[2][-1]
+    for lm in ("lm_pretrained_bwd", "lm_finetuned_bwd"):
+        assert json.loads((out / lm / "config.json").read_text())["direction"] == "backward"
+    report = json.loads((out / "reproduce.json").read_text())
+    assert report["pretrained_backward"] == str(out / "lm_pretrained_bwd")
+    assert set(report["systems"]) == {"ulmfit", "ulmfit-bwd", "ulmfit-ens"}
+    # A forward LM given as the backward one is refused before anything trains.
+    with pytest.raises(Exception, match="direction is 'forward', but ulmfit-bwd"):
+        reproduce.main([*argv, "--pretrained-backward", str(out / "lm_pretrained")])
+
+
+def test_ensemble_averages_and_retunes_multilabel_thresholds(reproduce: ModuleType) -> None:
+    def split(labels: list[list[str]]) -> DatasetSplit:
+        n = len(labels)
+        return DatasetSplit(["t"] * n, labels, "mem", list(range(1, n + 1)), task="multilabel")
+
+    valid = [["a"], ["a"], [], ["b"]]
+    data = reproduce.Splits(
+        "multilabel", split(valid), split(valid), split([["a"], []]), ["a", "b", "c"], 4
+    )
+    budget = reproduce.tiny_budget(Path("."))
+    budget = dataclasses.replace(budget, classifier=budget.classifier.replace(min_positives=1))
+    inf = np.inf
+    fwd = reproduce.SystemRun(
+        "ulmfit",
+        np.array([[0.9, 0.1, 0.0], [0.2, 0.1, 0.0]]),
+        np.array([0.5, 0.5, inf]),
+        {},
+        valid_scores=np.array([[0.7, 0.1, 0], [0.6, 0.1, 0], [0.1, 0.1, 0], [0.1, 0.9, 0]]),
+    )
+    bwd = reproduce.SystemRun(
+        "ulmfit-bwd",
+        np.array([[0.7, 0.3, 0.0], [0.0, 0.3, 0.0]]),
+        np.array([0.4, 0.6, inf]),
+        {},
+        valid_scores=np.array([[0.5, 0.1, 0], [0.4, 0.1, 0], [0.1, 0.1, 0], [0.1, 0.7, 0]]),
+    )
+    ens = reproduce.ensemble_run(fwd, bwd, data, budget)
+    assert ens.system == "ulmfit-ens"
+    np.testing.assert_allclose(ens.scores, [[0.8, 0.2, 0.0], [0.1, 0.2, 0.0]])
+    # Tuned on the averaged validation scores: 'a' positives average 0.6 and 0.5, the
+    # negatives 0.1, so its threshold separates them; 'c' (never trained) stays off.
+    assert 0.1 < ens.thresholds[0] <= 0.5 and 0.1 < ens.thresholds[1] <= 0.8
+    assert ens.thresholds[2] == inf
