@@ -135,3 +135,35 @@ def test_ensemble_averages_and_retunes_multilabel_thresholds(reproduce: ModuleTy
     # negatives 0.1, so its threshold separates them; 'c' (never trained) stays off.
     assert 0.1 < ens.thresholds[0] <= 0.5 and 0.1 < ens.thresholds[1] <= 0.8
     assert ens.thresholds[2] == inf
+
+
+def test_lowshot_curve_on_a_tiny_budget(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/lowshot.py: every arm at every size, small sizes drawn again and averaged,
+    stratified subsets, a table in RESULTS.md and the PNG plot."""
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    lowshot = load_benchmark("lowshot", monkeypatch)
+    labels = ["a"] * 90 + ["b"] * 10
+    idx = lowshot.sample(labels, 20, 0, "multiclass")
+    assert len(set(idx)) == 20 and sum(labels[i] == "b" for i in idx) == 2  # stratified
+    assert list(idx) != list(lowshot.sample(labels, 20, 1, "multiclass"))  # a new draw
+
+    results, png = tmp_path / "RESULTS.md", tmp_path / "curve.png"
+    argv = ["trec6", "--budget", "tiny", "--sizes", "60", "120", "--repeats", "2"]
+    argv += ["--min-steps", "4", "--data-dir", str(shared_data), "--out-dir", str(tmp_path)]
+    argv += ["--results", str(results), "--plot", str(png)]
+    assert lowshot.main(argv) == 0
+    assert png.stat().st_size > 1000
+    text = results.read_text()
+    assert "## lowshot.py: trec6, tiny budget" in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 60 |")]
+    rows += [line.split(" | ") for line in text.splitlines() if line.startswith("| 120 |")]
+    assert [r[1] for r in rows] == ["2", "2"]  # both sizes below 1,000: two draws each
+    got = json.loads((tmp_path / "lowshot.json").read_text())
+    assert got["sizes"] == [60, 120]
+    for arm in ("scratch", "supervised", "semi-supervised", "tfidf"):
+        for n in ("60", "120"):
+            assert len(got["results"][arm][n]) == 2
+            assert all(0 <= v <= 100 for v in got["results"][arm][n])
