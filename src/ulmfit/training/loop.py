@@ -9,6 +9,7 @@ state lives in :class:`LoopState`, passed in and returned.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -242,7 +243,6 @@ def fit(
         # Under torchrun, DDP averages gradients in backward; wrapped after freezing so it
         # hooks exactly the parameters this epoch trains.
         ddp = _wrap_ddp(model, device) if dist_info.world_size > 1 else None
-        step_model: nn.Module = model if ddp is None else ddp
         if state.step_in_epoch == 0:
             carry = task.init_carry()
         n_batches = task.n_batches(epoch)
@@ -261,7 +261,7 @@ def fit(
             local = ddp.no_sync() if ddp is not None and not steps_now else contextlib.nullcontext()
             with local:
                 with autocast:
-                    out = task.train_step(step_model, batch, carry)
+                    out = task.train_step(model if ddp is None else ddp, batch, carry)
                 loss = out.loss / config.grad_accum
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -299,9 +299,14 @@ def fit(
                     else f"max_minutes={config.max_minutes}"
                 )
                 log.info("stopped at step %d (%s); resume to continue", state.global_step, why)
+                ddp = None
+                _collect_ddp()
                 return state
         if bar is not None:
             bar.close()
+        if ddp is not None:
+            ddp = None
+            _collect_ddp()
         sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
         count = distributed.all_reduce_sum(
             torch.as_tensor(count, dtype=torch.float64, device=device)
@@ -328,8 +333,16 @@ def fit(
 
 
 def _wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """DDP over ``model`` for one epoch's trainable parameters (see :func:`_collect_ddp`)."""
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def _collect_ddp() -> None:
+    """Free the DDP wrapper just dropped. DDP objects live in reference cycles, so only
+    the cyclic GC frees them; left to it, one can be freed after the caller's
+    ``destroy_process_group()``, and its reducer then aborts the process."""
+    gc.collect()
 
 
 def optimizer_step(
