@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -122,8 +123,10 @@ def record_buckets(
             seen.clear()
             model.zero_grad(set_to_none=True)
             step(ddp).backward()
+        del ddp
         return list(seen)
     finally:
+        gc.collect()  # the DDP wrapper (in reference cycles) goes before its process group
         if own_group:
             dist.destroy_process_group()
 
