@@ -42,3 +42,9 @@ def precision_name(amp: torch.dtype | None) -> str:
         if amp is not None
         else "fp32"
     )
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so the wall clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

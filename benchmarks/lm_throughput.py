@@ -46,7 +46,6 @@ share). Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import gc
 import importlib.util
@@ -68,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_env import cpu_model, precision_name
+from bench_env import cpu_model, precision_name, sync
 from ulmfit.data.lm import LMBatch, LMDataConfig, LMStream
 from ulmfit.models.awd_lstm import (
     AWDLSTMConfig,
@@ -80,7 +79,7 @@ from ulmfit.models.awd_lstm import (
 )
 from ulmfit.tasks.lm import LMTask
 from ulmfit.training.config import TrainConfig
-from ulmfit.training.loop import fit, optimizer_step, resolve_precision
+from ulmfit.training.loop import autocast_for, fit, optimizer_step, resolve_precision
 
 SIZES: dict[str, dict[str, int]] = {
     "paper": {"vocab_size": 60_000, "emb_size": 400, "hidden_size": 1152, "n_layers": 3},
@@ -119,19 +118,6 @@ class Result:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so the wall clock measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def autocast_for(
-    device: torch.device, amp: torch.dtype | None
-) -> contextlib.AbstractContextManager:
-    """The same autocast context :func:`fit` uses."""
-    return torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
 
 
 def free_memory(device: torch.device) -> None:

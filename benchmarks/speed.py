@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench_env import cpu_model, precision_name
+from bench_env import cpu_model, precision_name, sync
 from ulmfit.data.classification import ClassificationBatches, LabelEncoder, read_labelled
 from ulmfit.inference import num_threads, quantize_int8
 from ulmfit.models.awd_lstm import AWDLSTMConfig
@@ -67,7 +67,7 @@ from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
 from ulmfit.tasks.classify import ClassifierTask, ClassifierTrainConfig, TextClassifier
 from ulmfit.text.tokenize import BOS, PRE_RULES, TokenizerConfig, WordTokenizer, _case_rules
 from ulmfit.text.vocab import Vocab
-from ulmfit.training.loop import fit, resolve_precision
+from ulmfit.training.loop import autocast_for, fit, resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 FASTAI_TOKENS_PER_S = 113_000  # shared/docs/CPU_ANCHORS.md, section 1
@@ -627,17 +627,11 @@ def training_rows(
     opt = torch.optim.AdamW(
         model.parameters(), lr=1e-4, betas=train_cfg.betas, fused=device.type == "cuda"
     )
-    autocast = (
-        torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-    )
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    autocast = autocast_for(device, amp)
 
     def ours() -> None:
         fit(task, train_cfg, None, save_checkpoints=False)
-        sync()
+        sync(device)
 
     ready = list(batches.batches(0))  # the bare loop's batches: collated, on the device
 
@@ -649,7 +643,7 @@ def training_rows(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip)
             opt.step()
-        sync()
+        sync(device)
 
     peaks: dict[str, float] = {}
 

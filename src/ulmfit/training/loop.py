@@ -91,6 +91,15 @@ class LoopState:
     finished: bool = False
 
 
+def autocast_for(
+    device: torch.device, amp_dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of a training step (a no-op for plain fp32)."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
     if precision == "auto":
@@ -231,9 +240,7 @@ def fit(
         write_dir_atomically(Path(out_dir), fill)
 
     deadline = time.monotonic() + 60 * config.max_minutes if config.max_minutes else None
-    autocast = (
-        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    )
+    autocast = autocast_for(device, amp_dtype)
     while state.epoch < config.epochs and not state.finished:
         epoch = state.epoch
         if trainable_groups is not None:
@@ -250,6 +257,7 @@ def fit(
         count: Tensor | int = 0
         t0 = time.perf_counter()
         bar = _progress(n_batches, state.step_in_epoch, epoch, config.progress and is_main)
+        stopped_early = False
         for batch in task.train_batches(epoch, state.step_in_epoch):
             mult = schedule(state.global_step, total_steps) * float(getattr(batch, "lr_scale", 1.0))
             for g in optimizer.param_groups:
@@ -290,23 +298,25 @@ def fit(
             out_of_steps = bool(config.max_steps) and state.global_step >= config.max_steps
             out_of_time = deadline is not None and time.monotonic() > deadline
             if at_boundary and (out_of_steps or out_of_time):
-                if bar is not None:
-                    bar.close()
-                save()
-                why = (
-                    f"max_steps={config.max_steps}"
-                    if out_of_steps
-                    else f"max_minutes={config.max_minutes}"
-                )
-                log.info("stopped at step %d (%s); resume to continue", state.global_step, why)
-                ddp = None
-                _collect_ddp()
-                return state
+                stopped_early = True
+                break
         if bar is not None:
             bar.close()
         if ddp is not None:
+            # DDP objects live in reference cycles: left to the cyclic GC, this one could be
+            # freed after the caller's destroy_process_group(), and its reducer would then
+            # abort the process. Free it now.
             ddp = None
-            _collect_ddp()
+            gc.collect()
+        if stopped_early:
+            save()
+            why = (
+                f"max_steps={config.max_steps}"
+                if out_of_steps
+                else f"max_minutes={config.max_minutes}"
+            )
+            log.info("stopped at step %d (%s); resume to continue", state.global_step, why)
+            return state
         sums = {k: distributed.all_reduce_sum(v) for k, v in sums.items()}
         count = distributed.all_reduce_sum(
             torch.as_tensor(count, dtype=torch.float64, device=device)
@@ -333,16 +343,9 @@ def fit(
 
 
 def _wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
-    """DDP over ``model`` for one epoch's trainable parameters (see :func:`_collect_ddp`)."""
+    """DDP over ``model`` for one epoch's trainable parameters."""
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
-
-
-def _collect_ddp() -> None:
-    """Free the DDP wrapper just dropped. DDP objects live in reference cycles, so only
-    the cyclic GC frees them; left to it, one can be freed after the caller's
-    ``destroy_process_group()``, and its reducer then aborts the process."""
-    gc.collect()
 
 
 def optimizer_step(

@@ -11,7 +11,13 @@ from pathlib import Path
 import torch
 
 from ulmfit.training.config import TrainConfig
-from ulmfit.training.loop import Task, build_optimizer, model_device, resolve_precision
+from ulmfit.training.loop import (
+    Task,
+    autocast_for,
+    build_optimizer,
+    model_device,
+    resolve_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,7 @@ def lr_find(
                 mult = (end_lr / start_lr) ** (step / max(1, num_steps - 1))
                 for g in optimizer.param_groups:
                     g["lr"] = g["base_lr"] * mult
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with autocast_for(device, amp_dtype):
                     out = task.train_step(model, batch, carry)
                 out.loss.backward()
                 carry = out.carry
