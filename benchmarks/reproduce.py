@@ -343,14 +343,10 @@ def pretrained_lm(
         target = REPO / "runs" / "reproduce" / f"lm_pretrained_{budget.name}{suffix}"
         if _is_lm_dir(target):
             return target, "reused"
-    stage = _direction(budget.pretrain, backwards)
+    stage = budget.pretrain.reading(backwards)
     t0 = time.perf_counter()
     train_language_model(dataclasses.replace(stage, out_dir=str(target)))
     return target, time.perf_counter() - t0
-
-
-def _direction(stage: LMStageConfig, backwards: bool) -> LMStageConfig:
-    return dataclasses.replace(stage, data=dataclasses.replace(stage.data, backwards=backwards))
 
 
 def finetune_lm(stage: LMStageConfig, pretrained: Path, texts: Sequence[str], out: Path) -> Path:
@@ -404,7 +400,7 @@ def run_ulmfit(
     times: dict[str, float | str] = {"pretrain": pretrain_time}
     t0 = time.perf_counter()
     lm_text = data.train.texts + data.valid.texts + data.unlabelled
-    stage = _direction(budget.finetune_lm, backwards)
+    stage = budget.finetune_lm.reading(backwards)
     ft = finetune_lm(stage, pretrained, lm_text, out / f"lm_finetuned{suffix}")
     times["finetune_lm"] = time.perf_counter() - t0
     assert data.train.labels is not None

@@ -176,12 +176,9 @@ def _run_direction(
     classes: Sequence[str],
 ) -> tuple[TextClassifier, dict[str, str]]:
     """Stages 1-3 in one reading direction; the backward model reads every text reversed."""
-    stage1 = cfg.pretrain
-    stage2 = cfg.finetune_lm
-    clf_cfg = cfg.classifier
-    if backwards:
-        stage1 = dataclasses.replace(stage1, data=dataclasses.replace(stage1.data, backwards=True))
-        stage2 = dataclasses.replace(stage2, data=dataclasses.replace(stage2.data, backwards=True))
+    stage1, stage2, clf_cfg = cfg.pretrain, cfg.finetune_lm, cfg.classifier
+    if backwards:  # forward: the configs as given (they may read backwards themselves)
+        stage1, stage2 = stage1.reading(True), stage2.reading(True)
         clf_cfg = dataclasses.replace(clf_cfg, backwards=True)
     # Stage 1: general-domain LM (or the one given).
     if pretrained_dir:

@@ -7,7 +7,7 @@ transfer the model, hand an :class:`LMTask` to the shared training loop.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ class LMStageConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     resume: bool = False  # continue from the training state in out_dir, if any
 
+    def reading(self, backwards: bool) -> LMStageConfig:
+        """This stage reading text backwards (the ensemble's backward LM) or forwards."""
+        return replace(self, data=replace(self.data, backwards=backwards))
+
 
 def train_language_model(cfg: LMStageConfig) -> Path:
     """Run stage 1 (``pretrained`` unset) or stage 2; returns the model directory."""
@@ -85,8 +89,9 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
     resuming = cfg.resume and load_training_state(out_dir) is not None
 
     # Tokeniser: the pretrained model's for stage 2 (its vocabulary lives in that space).
-    pre = load_lm(cfg.pretrained) if cfg.pretrained else None
-    if pre is not None and cfg.pretrained:
+    pre = None
+    if cfg.pretrained:
+        pre = load_lm(cfg.pretrained)
         check_direction(pre, cfg.pretrained, cfg.data.backwards, "LM fine-tuning")
     tok_cfg = pre.tokenizer if pre else cfg.tokenizer
     spm_model = pre.spm_model if pre else None
