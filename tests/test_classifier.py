@@ -29,6 +29,7 @@ from ulmfit.tasks.classify import (
     ClassifierTrainConfig,
     TextClassifier,
     UnfreezeStage,
+    ensemble_thresholds,
     stretch_stages,
 )
 from ulmfit.tasks.pipeline import (
@@ -581,6 +582,22 @@ def test_multilabel_save_load_predict_and_cli(tmp_path: Path, tiny_lm: Path) -> 
         assert [r["label"] for r in rows] == expected
         got = np.array([[r["probs"][c] for c in classes] for r in rows])
         assert np.allclose(got, probs, atol=2e-6)
+
+    # An ensemble decides at the mean of its members' thresholds, in either order (it used
+    # the first directory's). The same weights, so the averaged probabilities are `probs`.
+    other = TextClassifier.load(tmp_path / "clf", device="cpu")
+    mean_t = np.sort(probs, axis=0)[-3]  # each label's 3rd-highest probability
+    other.thresholds = 2 * mean_t - clf.thresholds
+    other.save(tmp_path / "clf2")
+    np.testing.assert_allclose(ensemble_thresholds([clf, other]), mean_t)
+    at_mean = [[c for c, p, t in zip(classes, row, mean_t, strict=True) if p >= t] for row in probs]
+    assert at_mean != tuned and at_mean != other.predict(new_texts)
+    dirs = [str(tmp_path / "clf"), str(tmp_path / "clf2")]
+    for order in (dirs, dirs[::-1]):
+        assert (
+            main(["-q", "predict", *order, "-i", str(inp), "-o", str(out), "--device", "cpu"]) == 0
+        )
+        assert [json.loads(line)["label"] for line in out.read_text().splitlines()] == at_mean
 
 
 def test_pipeline_unseen_test_label_names_its_line(tmp_path: Path, tiny_lm: Path) -> None:

@@ -695,6 +695,20 @@ def ensemble_predict_proba(
     return np.mean([c.predict_proba(texts, bs) for c in classifiers], axis=0)
 
 
+def ensemble_thresholds(classifiers: Sequence[TextClassifier]) -> np.ndarray:
+    """Per-label decision thresholds for averaged multilabel probabilities.
+
+    The mean of the members' tuned thresholds (0.5 for a member without them): symmetric
+    in the members, where taking the first one's would let the order of the model
+    directories change the decisions.
+    """
+    if not classifiers:
+        raise ValueError("no classifiers to ensemble")
+    n = len(classifiers[0].labels.classes) if classifiers[0].labels is not None else 0
+    ts = [c.thresholds if c.thresholds is not None else np.full(n, 0.5) for c in classifiers]
+    return np.mean(np.asarray(ts, dtype=np.float64), axis=0)
+
+
 def _to_jsonable(obj: Any) -> Any:
     from ulmfit.config import to_dict
 
@@ -707,4 +721,5 @@ __all__ = [
     "TextClassifier",
     "UnfreezeStage",
     "ensemble_predict_proba",
+    "ensemble_thresholds",
 ]

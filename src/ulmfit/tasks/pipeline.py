@@ -26,7 +26,12 @@ from ulmfit.config import to_dict
 from ulmfit.data.classification import LabelEncoder, read_labelled
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.tasks import metrics as M
-from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, ensemble_predict_proba
+from ulmfit.tasks.classify import (
+    ClassifierTrainConfig,
+    TextClassifier,
+    ensemble_predict_proba,
+    ensemble_thresholds,
+)
 from ulmfit.tasks.train_lm import LMStageConfig, train_language_model
 from ulmfit.training import distributed
 
@@ -264,8 +269,7 @@ def evaluate_classifier(
         if plot is not None:
             M.plot_confusion(metrics["confusion_matrix"], classes, plot)
     else:
-        thresholds = clf.thresholds if clf.thresholds is not None else 0.5
-        metrics = M.multilabel_metrics(y, probs, thresholds, classes)
+        metrics = M.multilabel_metrics(y, probs, ensemble_thresholds(models), classes)
         if plot is not None:
             M.plot_per_label(metrics, plot)
     return metrics

@@ -9,12 +9,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ulmfit.data.classification import iter_texts, read_labelled
 from ulmfit.inference import num_threads
 from ulmfit.tasks import metrics as M
-from ulmfit.tasks.classify import TextClassifier, ensemble_predict_proba
+from ulmfit.tasks.classify import TextClassifier, ensemble_predict_proba, ensemble_thresholds
 from ulmfit.text.readers import strip_compression
 
 log = logging.getLogger(__name__)
@@ -97,6 +95,7 @@ def _predict_file(
     main = clfs[0]
     assert main.labels is not None
     classes = main.labels.classes
+    t = ensemble_thresholds(clfs) if main.config.task == "multilabel" else None
     out_fmt = "jsonl" if output_path.suffix.lower() in (".jsonl", ".json") else "csv"
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(f".{output_path.name}.tmp")
@@ -117,7 +116,7 @@ def _predict_file(
                     if len(clfs) > 1
                     else main.predict_proba(texts, bs)
                 )
-                labels = main.decide(probs, threshold, top_k)
+                labels = main.decide(probs, threshold if threshold is not None else t, top_k)
                 for i, (lab, p) in enumerate(zip(labels, probs, strict=True)):
                     row = n + i + 1
                     if writer is not None:
@@ -177,8 +176,7 @@ def evaluate_file(
         if plot is not None:
             M.plot_confusion(metrics["confusion_matrix"], classes, plot)
     else:
-        t = main.thresholds if main.thresholds is not None else 0.5
-        metrics = M.multilabel_metrics(y, probs, np.asarray(t), classes)
+        metrics = M.multilabel_metrics(y, probs, ensemble_thresholds(clfs), classes)
         if plot is not None:
             M.plot_per_label(metrics, plot)
     metrics["models"] = [str(d) for d in model_dirs]
