@@ -4,7 +4,8 @@
 #   run(command="PHASES='...' bash benchmarks/gpu_check.sh", carry=[".devdata", ".whl"])
 #
 # Phases, in this order (default "tests speed"):
-#   tests     pytest -m gpu: mixed precision, DropConnect on cuDNN, fused AdamW (~1 min)
+#   tests     pytest -m gpu: mixed precision, DropConnect on cuDNN, fused AdamW (~1 min),
+#             then benchmarks/parity.py: bf16 fit against the fp32 plain loop (~1 min)
 #   speed     LM training tokens/s (fit loop vs raw cuDNN ceiling vs fastai's Learner, bs 64
 #             and 256, LM_PRECISION: default bf16, the bar; "bf16 fp16" adds fp16 at
 #             about twice the time) and classifier inference/training docs/s, with peak
@@ -55,6 +56,10 @@ if has tests; then
   say "tests"
   "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 2>&1 | tee -a "$LOG"
   check tests
+  say "parity (bf16 fit against the fp32 plain loop, 2 seeds)"
+  "$PY" benchmarks/parity.py --device cuda --precision bf16 --seeds 0 1 --data "$DATA" \
+    --results "$OUT/RESULTS.md" 2>&1 | tee -a "$LOG"
+  check parity
 fi
 if has speed; then
   say "speed"
