@@ -48,3 +48,15 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so the wall clock measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def append_results(
+    path: Path, title: str, script: str, argv: Sequence[str] | None, body: str
+) -> None:
+    """Append a RESULTS.md section: ``## title, date``, the command that ran, then ``body``."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = f"\n## {title}, {now}\n\n```\n{command_line(script, argv)}\n```\n\n{body}"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(section)

@@ -41,7 +41,6 @@ with command, date and hardware, to ``benchmarks/RESULTS.md`` (``--no-write`` to
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_env import command_line, hardware, sync
+from bench_env import append_results, hardware, sync
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.data.prepare import CorpusConfig, tokenize_files
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel, ar_tar_penalty, lm_loss
@@ -306,14 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = f"{summary}\n{table(rows)}\n"
     if not args.no_write:
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        section = (
-            f"\n## parity.py: fit vs a plain loop, {now}\n\n"
-            f"```\n{command_line('benchmarks/parity.py', argv)}\n```\n\n"
-            f"- hardware: {hardware()}; torch threads {torch.get_num_threads()}\n{out}"
+        hw = f"- hardware: {hardware()}; torch threads {torch.get_num_threads()}\n"
+        append_results(
+            args.results, "parity.py: fit vs a plain loop", "benchmarks/parity.py", argv, hw + out
         )
-        with args.results.open("a", encoding="utf-8") as f:
-            f.write(section)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print(out)

@@ -34,7 +34,6 @@ The table is printed last and appended, with the command, date and hardware, to
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import json
 import sys
@@ -48,7 +47,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from bench_env import command_line, hardware
+from bench_env import append_results, hardware
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel, lm_loss
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
 from ulmfit.training.loop import _wrap_ddp
@@ -306,14 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{projection_table(rows)}\n"
     )
     if not args.no_write:
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        section = (
-            f"\n## scaling.py: DDP projection, {now}\n\n"
-            f"```\n{command_line('benchmarks/scaling.py', argv)}\n```\n\n"
-            f"- hardware (bucket measurement): {hardware()}\n{head}\n{tables}"
+        body = f"- hardware (bucket measurement): {hardware()}\n{head}\n{tables}"
+        append_results(
+            args.results, "scaling.py: DDP projection", "benchmarks/scaling.py", argv, body
         )
-        with args.results.open("a", encoding="utf-8") as f:
-            f.write(section)
     if args.json is not None:
         payload = {
             "step_s": step_s,
