@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from bench_env import append_results, hardware, sync
+from ulmfit import datasets
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.data.prepare import CorpusConfig, tokenize_files
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel, ar_tar_penalty, lm_loss
@@ -62,7 +63,7 @@ from ulmfit.training.config import TrainConfig
 from ulmfit.training.loop import fit
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("ULMFIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_DATA = Path(os.environ.get("ULMFIT_DATA") or REPO.parent / "shared" / "data")
 
 #: A model and recipe small enough for a CPU test (~20 s a run on one core), trained
 #: long enough to learn: held-out perplexity ~114 against ~169 for the unigram model.
@@ -97,12 +98,8 @@ class Corpus:
 
 
 def load_corpus(data_dir: Path, vocab: int = 4000, cache_dir: Path | None = None) -> Corpus:
-    """WikiText-2: train on its validation file, hold out its test file."""
-    folder = data_dir / "wikitext/wikitext-2"
-    paths = [folder / "wiki.valid.tokens.xz", folder / "wiki.test.tokens.xz"]
-    for path in paths:
-        if not path.exists():
-            raise SystemExit(f"{path}: not found (point --data at the shared data folder)")
+    """WikiText-2 (found and checksummed by the dataset layer): train on valid, hold out test."""
+    paths = [datasets.get("wikitext2", split, data_dir)[split][0] for split in ("valid", "test")]
     config = CorpusConfig(n_workers=1, cache_dir=str(cache_dir) if cache_dir else None)
     tok = get_tokenizer(TokenizerConfig())
     train, heldout = (tokenize_files([p], config, tok, show_progress=False) for p in paths)

@@ -16,10 +16,10 @@ def test_fit_matches_a_plain_loop_on_real_text(
 ) -> None:
     """Same model, seed, recipe and batches: the same held-out perplexity (~50 s).
 
-    Measured (benchmarks/RESULTS.md, parity.py): fit and plain within 0.1-0.3%, while
-    another data order moves the figure by ~1%, seeds spread it by ~3% and each
-    deliberate recipe change (lr x1.5, no clipping, constant lr, other Adam betas) moves
-    it by 4.7% or more. The gap left is float rounding (foreach kernels, summation
+    Measured (benchmarks/RESULTS.md, parity.py, 3 seeds): fit and plain within 0.00-0.11%,
+    while another data order moves the figure by 0.3-1.0%, seeds spread it by 2.7% and
+    each deliberate recipe change (lr x1.5, no clipping, constant lr, other Adam betas)
+    moves it by 5.0% or more. The gap left is float rounding (foreach kernels, summation
     order) grown over 230 steps.
     """
     parity = load_benchmark("parity", monkeypatch)

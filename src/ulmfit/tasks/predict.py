@@ -95,7 +95,8 @@ def _predict_file(
     main = clfs[0]
     assert main.labels is not None
     classes = main.labels.classes
-    t = ensemble_thresholds(clfs) if main.config.task == "multilabel" else None
+    # Multilabel: the given threshold, else the members' mean (multiclass ignores both).
+    thresholds = threshold if threshold is not None else ensemble_thresholds(clfs)
     out_fmt = "jsonl" if output_path.suffix.lower() in (".jsonl", ".json") else "csv"
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(f".{output_path.name}.tmp")
@@ -116,7 +117,7 @@ def _predict_file(
                     if len(clfs) > 1
                     else main.predict_proba(texts, bs)
                 )
-                labels = main.decide(probs, threshold if threshold is not None else t, top_k)
+                labels = main.decide(probs, thresholds, top_k)
                 for i, (lab, p) in enumerate(zip(labels, probs, strict=True)):
                     row = n + i + 1
                     if writer is not None:
