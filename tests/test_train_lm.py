@@ -94,7 +94,7 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
             cache_dir=str(tmp_path / "cache"),
         ),
         model=AWDLSTMConfig(emb_size=64, hidden_size=128, n_layers=2, drop_mult=0.1),
-        vocab=VocabConfig(max_size=60000, min_freq=2),
+        vocab=VocabConfig(max_size=6000, min_freq=2),
         data=LMDataConfig(bs=16, bptt=35),
         train=TrainConfig(epochs=2, lr=3e-2, progress=False, log_every=20),
     )
@@ -130,9 +130,10 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
     unigram = unigram_perplexity(train_ids, test_ids, len(lm.vocab))
     ppl = metrics["valid_perplexity"]
     print(f"unigram perplexity {unigram:.1f}, LM perplexity {ppl:.1f}")
-    # Measured (2 epochs on WikiText-2 valid's 217k tokens, scored on its test set):
-    # unigram 282, this LM ~102.
-    assert 200 < unigram < 400
+    # Measured (2 epochs on WikiText-2 valid's 217k tokens, scored on its test set, the 6,000
+    # most frequent types): unigram 227, this LM 83. The cap keeps the tied softmax small:
+    # uncapped (8,229 types seen twice; unigram 282, LM ~102) the test took 40% longer.
+    assert 150 < unigram < 320
     assert ppl < 0.5 * unigram
 
 
