@@ -1,16 +1,24 @@
-"""What the benchmarks record about the machine they ran on."""
+"""What the benchmarks share: the machine they ran on, their RESULTS sections, their data."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
+import re
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# Where a config's dataset paths start: the shared folder, or a copy staged for a GPU call.
+_DATA_MARKER = re.compile(r"(?:^|/)(?:shared/data|\.devdata\w*)/")
+Stage = TypeVar("Stage")  # an LMStageConfig; any frozen dataclass with a ``corpus`` field
 
 
 def cpu_model() -> str:
@@ -60,3 +68,26 @@ def append_results(
     section = f"\n## {title}, {now}\n\n```\n{command_line(script, argv)}\n```\n\n{body}"
     with path.open("a", encoding="utf-8") as f:
         f.write(section)
+
+
+def rebase_data_path(path: str, root: Path) -> str:
+    """A config's ``../shared/data/X`` (or staged ``.devdata*/X``) path, inside ``root``.
+
+    Other relative paths are taken from the repository root, as the configs write them.
+    """
+    m = _DATA_MARKER.search(path)
+    if m:
+        return str(root / path[m.end() :])
+    p = Path(path)
+    return str(p if p.is_absolute() else REPO / p)
+
+
+def with_data_root(stage: Stage, root: Path) -> Stage:
+    """``stage`` with its corpus files (train and valid) read from ``root``."""
+    corpus = stage.corpus  # type: ignore[attr-defined]
+    corpus = dataclasses.replace(
+        corpus,
+        train=tuple(rebase_data_path(p, root) for p in corpus.train),
+        valid=tuple(rebase_data_path(p, root) for p in corpus.valid),
+    )
+    return dataclasses.replace(stage, corpus=corpus)  # type: ignore[type-var]

@@ -74,7 +74,7 @@ fi
 if has pretrain; then
   say "pretrain"
   "$PY" benchmarks/pretrain.py --config "${PRETRAIN_CONFIG:-configs/pretrain_wiki_gpu.toml}" \
-    --max-minutes "${PRETRAIN_MINUTES:-6}" \
+    --data-dir "$DATA" --max-minutes "${PRETRAIN_MINUTES:-6}" \
     ${PRETRAIN_EPOCHS:+--epochs "$PRETRAIN_EPOCHS"} --export "$LM" \
     --json "$OUT/pretrain.json" --results "$OUT/RESULTS.md" 2>&1 | tee -a "$LOG"
   check pretrain

@@ -5,12 +5,14 @@ in resumable pieces: each call trains for at most ``--max-minutes`` and checkpoi
 it again to go on. When training has finished it reports perplexity on WikiText-103
 valid and test, training tokens/s, wall time and peak GPU memory, appends them to
 ``benchmarks/RESULTS.md`` and exports the weights as bf16 safetensors shards of at most
-16 MiB (``--export``). On the device machine, carry the data in a git-ignored folder::
+16 MiB (``--export``). The config names its data under ``../shared/data``; ``--data-dir``
+(default ``$ULMFIT_DATA``) reads the same files from another copy. On the device machine,
+carry them in a git-ignored folder::
 
-    mkdir -p .devdata
-    cp -r ../shared/data/wikipedia_en_2015_subset ../shared/data/wikitext .devdata/
+    DEVDATA=.devdata2 PHASES=pretrain bash benchmarks/gpu_prepare.sh   # here
     # then, on the GPU, as many times as needed (each piece < 10 minutes):
-    PYTHONPATH=src python benchmarks/pretrain.py --max-minutes 8 --json $OUT/pretrain.json
+    PYTHONPATH=src python benchmarks/pretrain.py --data-dir .devdata2 --max-minutes 8 \
+        --json $OUT/pretrain.json
 
 CPU demo size: ``--config configs/pretrain_wiki_cpu.toml``.
 """
@@ -21,12 +23,13 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 
-from bench_env import command_line, hardware
+from bench_env import command_line, hardware, with_data_root
 from ulmfit.config import from_dict, load_toml
 from ulmfit.models.io import export_lm
 from ulmfit.tasks.train_lm import LMStageConfig, evaluate_language_model, train_language_model
@@ -39,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--config", type=Path, default=REPO / "configs/pretrain_wiki_gpu.toml")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("ULMFIT_DATA") or None,
+        help="read the config's ../shared/data files from this copy (default: $ULMFIT_DATA; "
+        "unset: the paths as written)",
+    )
     p.add_argument("--max-minutes", type=float, default=8.0, help="length of this piece")
     p.add_argument(
         "--eval", nargs="*", help="files to report perplexity on (default: WT103 valid+test)"
@@ -57,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     cfg = from_dict(LMStageConfig, load_toml(args.config), where=str(args.config))
+    if args.data_dir is not None:
+        cfg = with_data_root(cfg, Path(args.data_dir))
     train = cfg.train.replace(max_minutes=args.max_minutes)
     if args.epochs:
         train = train.replace(epochs=args.epochs)

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench_env import command_line, cpu_model
+from bench_env import command_line, cpu_model, with_data_root
 from ulmfit.baselines import (
     BaselineResult,
     align_columns,
@@ -141,30 +141,11 @@ class Budget:
     description: str = ""
 
 
-def _rebase(path: str, root: Path) -> str:
-    """A config's ``../shared/data/X`` (or ``.devdata/X``) path, inside ``root``."""
-    for marker in ("shared/data/", ".devdata/"):
-        if marker in path:
-            return str(root / path.split(marker, 1)[1])
-    p = Path(path)
-    return str(p if p.is_absolute() else REPO / p)
-
-
-def _with_corpus(stage: LMStageConfig, root: Path) -> LMStageConfig:
-    corpus = stage.corpus
-    corpus = dataclasses.replace(
-        corpus,
-        train=tuple(_rebase(p, root) for p in corpus.train),
-        valid=tuple(_rebase(p, root) for p in corpus.valid),
-    )
-    return dataclasses.replace(stage, corpus=corpus)
-
-
 def smoke_budget(root: Path) -> Budget:
     cfg = from_dict(PipelineConfig, load_toml(REPO / "configs/demo_trec.toml"), "demo_trec.toml")
     return Budget(
         name="smoke",
-        pretrain=_with_corpus(cfg.pretrain, root),
+        pretrain=with_data_root(cfg.pretrain, root),
         finetune_lm=cfg.finetune_lm,
         classifier=cfg.classifier,
         subsample_above=6000,
@@ -178,7 +159,7 @@ def smoke_budget(root: Path) -> Budget:
 
 def full_budget(root: Path) -> Budget:
     pre = from_dict(LMStageConfig, load_toml(REPO / "configs/pretrain_wiki_gpu.toml"), "gpu")
-    pre = dataclasses.replace(_with_corpus(pre, root), resume=True)
+    pre = dataclasses.replace(with_data_root(pre, root), resume=True)
     finetune = LMStageConfig(
         data=LMDataConfig(bs=64, bptt=70),
         train=TrainConfig(epochs=10, lr=4e-3, clip=0.4, precision="auto"),

@@ -19,6 +19,8 @@ import pytest
 from safetensors import safe_open
 
 from conftest import load_benchmark
+from ulmfit import datasets
+from ulmfit.text.readers import CorpusError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,8 @@ def pretrain() -> Iterator[ModuleType]:
         yield load_benchmark("pretrain", mp)
 
 
-def tiny_config(path: Path, out: Path, data: Path) -> Path:
+def tiny_config(path: Path, out: Path, data: Path | str) -> Path:
+    """A tiny LM-stage config reading its corpus from ``data`` (a folder like ../shared/data)."""
     path.write_text(
         f"""
 out_dir = "{out}"
@@ -74,10 +77,17 @@ def test_pretrain_runs_in_pieces_then_reports_and_exports(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_config(tmp_path / "tiny.toml", tmp_path / "lm", shared_data)
+    monkeypatch.delenv("ULMFIT_DATA", raising=False)
+    # The config names ../shared/data, as the shipped ones do; from tmp_path that folder is
+    # not there, so only --data-dir finds the files (as on the GPU machine, with its copy).
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path / "tiny.toml", tmp_path / "lm", "../shared/data")
     wt2 = str(shared_data / "wikitext/wikitext-2/wiki.test.tokens.xz")
     report = tmp_path / "pretrain.json"
-    common = ["--config", str(cfg), "--epochs", "1", "--eval", wt2, "--no-write"]
+    with pytest.raises(CorpusError, match=r"shared/data/wikipedia_en_2015_subset/AA\.txt\.xz"):
+        pretrain.main(["--config", str(cfg), "--eval", wt2, "--no-write"])
+    common = ["--config", str(cfg), "--data-dir", str(shared_data), "--epochs", "1"]
+    common += ["--eval", wt2, "--no-write"]
 
     # A piece far shorter than an epoch stops after its first step and says so.
     assert pretrain.main([*common, "--max-minutes", "1e-6", "--json", str(report)]) == 0
@@ -88,7 +98,7 @@ def test_pretrain_runs_in_pieces_then_reports_and_exports(
 
     # Another schedule cannot continue it: the error names the field.
     with pytest.raises(ValueError, match="epochs: 1 -> 3"):
-        pretrain.main(["--config", str(cfg), "--eval", wt2, "--no-write"])
+        pretrain.main([*common[:4], "--eval", wt2, "--no-write"])
 
     export = tmp_path / "export"
     args = [*common, "--max-minutes", "10", "--json", str(report), "--export", str(export)]
@@ -113,7 +123,11 @@ def test_gpu_check_phases_rehearsed_on_cpu(shared_data: Path, tmp_path: Path) ->
     A first call whose stage-1 piece cannot finish skips TREC-6 and says why; the next
     call resumes stage 1, exports it and runs the full-budget TREC-6 row from it.
     """
-    cfg = tiny_config(tmp_path / "tiny.toml", tmp_path / "runs/pretrain_wiki", shared_data)
+    # As on the GPU machine, the config names a folder the call does not carry; gpu_check.sh
+    # must point pretrain.py at DATA, the folder it does.
+    staged_elsewhere = ".devdata_not_carried"
+    cfg = tiny_config(tmp_path / "tiny.toml", tmp_path / "runs/pretrain_wiki", staged_elsewhere)
+    assert not (REPO / staged_elsewhere).exists()
     env = {
         **os.environ,
         "PHASES": "pretrain trec6",
@@ -149,6 +163,51 @@ def test_gpu_check_phases_rehearsed_on_cpu(shared_data: Path, tmp_path: Path) ->
     report = json.loads((out / "reproduce_trec6.json").read_text())
     assert report["budget"] == "full" and report["sizes"]["test"] == 500
     assert report["pretrained"] == str(tmp_path / "runs/pretrain_wiki_bf16")
+
+
+@pytest.mark.parametrize("phases", ["tests speed", "pretrain trec6", "imdb"])
+def test_gpu_prepare_stages_what_each_call_reads(
+    phases: str, pretrain: ModuleType, shared_data: Path, tmp_path: Path
+) -> None:
+    """Each planned device call finds its files in the folder staged for it.
+
+    The GPU machine sees only what a call carries, so a path that points at another
+    folder (as the stage-1 config once named .devdata while its data went to .devdata2)
+    would only fail there, on scarce device time.
+    """
+    staged = tmp_path / "devdata2"
+    env = {
+        **os.environ,
+        "PHASES": phases,
+        "DEVDATA": str(staged),
+        "ULMFIT_DATA": str(shared_data),
+        "NO_WHEELS": "1",
+    }
+    script = ["bash", str(REPO / "benchmarks/gpu_prepare.sh")]
+    run = subprocess.run(script, env=env, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "to carry with the repository (limit 64)" in run.stdout
+    wanted: dict[str, list[str]] = {}
+    if "tests" in phases:  # parity.py
+        wanted["wikitext2"] = ["valid", "test"]
+    if "trec6" in phases:
+        wanted["trec6"] = ["train", "test"]
+    if "imdb" in phases:
+        wanted["imdb"] = ["train", "test", "unsup"]
+    for name, splits in wanted.items():
+        spec = datasets.dataset_spec(name)
+        assert all(datasets.split_present(spec, s, staged) for s in splits), name
+    if "speed" in phases:  # imdb_texts reads the test file directly
+        assert (staged / "imdb/test.csv.xz").is_file()
+    if "pretrain" in phases:  # the stage-1 config as gpu_check.sh runs it (--data-dir)
+        cfg = pretrain.from_dict(
+            pretrain.LMStageConfig, pretrain.load_toml(REPO / "configs/pretrain_wiki_gpu.toml")
+        )
+        cfg = pretrain.with_data_root(cfg, staged)
+        files = [*cfg.corpus.train, *cfg.corpus.valid]
+        evals = Path(cfg.corpus.valid[0]).parents[1] / "wikitext-103"  # pretrain.py's default
+        files += [str(evals / "wiki.valid.tokens.xz"), str(evals / "wiki.test.tokens.xz")]
+        assert all(Path(f).is_file() and Path(f).is_relative_to(staged) for f in files), files
 
 
 @pytest.fixture(scope="module")
