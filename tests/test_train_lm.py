@@ -7,6 +7,8 @@ import json
 import lzma
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +434,15 @@ def test_cli_pretrain_finetune_evaluate(
     bad_toml.write_text("[train]\nlrr = 1\n")
     assert main(["-q", "pretrain", "--config", str(bad_toml)]) == 2
     assert "lrr" in capsys.readouterr().err
+    # As a user runs it (no pytest log capture): the message once, no traceback.
+    run = subprocess.run(
+        [sys.executable, "-m", "ulmfit.cli.main", "pretrain", "--config", str(bad_toml)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("unknown field(s) ['lrr']") == 1, run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_cli_pretrain_from_toml_and_lr_find(

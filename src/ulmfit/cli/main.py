@@ -207,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except (ValueError, OSError) as e:  # our errors name the file and field
-        log.error("%s", e)
+        # Said once, on stderr; the traceback only with --verbose (a log line at ERROR
+        # would repeat the message, since the log goes to stderr too).
+        log.debug("%s", e, exc_info=True)
         print(f"ulmfit {args.command}: error: {e}", file=sys.stderr)
         return 2
 
