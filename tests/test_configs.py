@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO
-from ulmfit.config import from_dict, load_toml
+from ulmfit.config import ConfigError, from_dict, load_toml
 from ulmfit.tasks.pipeline import PipelineConfig
 from ulmfit.tasks.train_lm import LMStageConfig
 
@@ -60,3 +60,13 @@ def test_readme_names_only_configs_that_exist() -> None:
     assert "configs/demo_trec.toml" in named
     missing = sorted(n for n in named if not (REPO / n).exists())
     assert not missing, f"README.md names configs that do not exist: {missing}"
+
+
+def test_a_bad_field_is_named_by_file_and_key() -> None:
+    with pytest.raises(ConfigError, match=r"^run\.toml: \[train\]: unknown field\(s\) \['lrr'\]"):
+        from_dict(LMStageConfig, {"train": {"lrr": 1}}, "run.toml")
+    with pytest.raises(ConfigError, match=r"^run\.toml: \[train\.lr\]: expected float, got 'fast'"):
+        from_dict(LMStageConfig, {"train": {"lr": "fast"}}, "run.toml")
+    nested = r"^run\.toml: \[pretrain\.model\.n_layers\]: expected int"
+    with pytest.raises(ConfigError, match=nested):
+        from_dict(PipelineConfig, {"pretrain": {"model": {"n_layers": 2.5}}}, "run.toml")

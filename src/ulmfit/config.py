@@ -43,7 +43,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclass fields.
 
     Unknown keys and values of the wrong type raise :class:`ConfigError` naming
-    ``where`` and the field, e.g. ``run.toml: [train] unknown field 'lrr'``.
+    ``where`` and the field, e.g. ``run.toml: [train]: unknown field(s) ['lrr']; ...``
+    or ``run.toml: [train.lr]: expected float, got 'fast'``.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
@@ -54,11 +55,23 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+        kwargs[name] = _coerce(hints[name], value, _child(where, name))
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from e
+
+
+def _child(where: str, name: str) -> str:
+    """``run.toml`` + ``train`` -> ``run.toml: [train]``; then ``run.toml: [train.lr]``.
+
+    The file stays apart from the keys, so that ``bad.toml.train`` does not read as a
+    file name.
+    """
+    source, sep, keys = where.partition(": [")
+    if sep:
+        return f"{source}: [{keys[:-1]}.{name}]"
+    return f"{where}: [{name}]"
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -94,8 +107,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         return dict(value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected float, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
