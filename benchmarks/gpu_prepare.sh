@@ -21,7 +21,7 @@ PHASES=${PHASES:-"tests speed"}
 D=${DEVDATA:-.devdata}
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 rm -rf "$D"  # .whl only grows: a second staging keeps the first one's wheels
-mkdir -p "$D/wikitext" "$D/imdb"
+mkdir -p "$D/wikitext" "$D/imdb" .whl  # .whl is carried with every call, empty or not
 cp -r "$SHARED/wikitext/wikitext-103" "$D/wikitext/"
 if has tests; then  # benchmarks/parity.py in bf16
   mkdir -p "$D/wikitext/wikitext-2"
@@ -50,7 +50,6 @@ if has trec6; then
 fi
 wheels() {
   [ "${NO_WHEELS:-0}" = 1 ] && return 0
-  mkdir -p .whl
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d .whl "$@"
@@ -62,7 +61,6 @@ fi
 if has trec6 || has imdb; then
   wheels "fasttext-numpy2-wheel>=0.9"
 fi
-mkdir -p .whl  # carried with every call, empty or not
 du -sh "$D" .whl
 total=$(( $(du -sm "$D" | cut -f1) + $(du -sm .whl | cut -f1) + $(git ls-files -z | du -cm --files0-from=- | tail -1 | cut -f1) ))
 echo "about ${total} MiB to carry with the repository (limit 64)"

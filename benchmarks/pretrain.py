@@ -37,6 +37,14 @@ from ulmfit.tasks.train_lm import LMStageConfig, evaluate_language_model, train_
 REPO = Path(__file__).resolve().parents[1]
 
 
+def default_eval_files(cfg: LMStageConfig) -> list[str]:
+    """WikiText-103 valid and test beside the config's validation file (none without one)."""
+    if not cfg.corpus.valid:
+        return []
+    wt103 = Path(cfg.corpus.valid[0]).parents[1] / "wikitext-103"
+    return [str(wt103 / "wiki.valid.tokens.xz"), str(wt103 / "wiki.test.tokens.xz")]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = from_dict(LMStageConfig, load_toml(args.config), where=str(args.config))
     if args.data_dir is not None:
-        cfg = with_data_root(cfg, Path(args.data_dir))
+        cfg = with_data_root(cfg, args.data_dir)
     train = cfg.train.replace(max_minutes=args.max_minutes)
     if args.epochs:
         train = train.replace(epochs=args.epochs)
@@ -90,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = sum(r.get("train_time_s", 0.0) for r in rows)
     corpus = json.loads((out / "config.json").read_text())["corpus_stats"]
     tokens = corpus["train_tokens"] * cfg.train.epochs
-    data_root = Path(cfg.corpus.valid[0]).parents[1] if cfg.corpus.valid else None
-    evals = args.eval or (
-        [
-            str(data_root / "wikitext-103/wiki.valid.tokens.xz"),
-            str(data_root / "wikitext-103/wiki.test.tokens.xz"),
-        ]
-        if data_root
-        else []
-    )
+    evals = args.eval or default_eval_files(cfg)
     ppl = {}
     for f in evals:
         m = evaluate_language_model(out, [f], bs=16, bptt=cfg.data.bptt, device=cfg.device)

@@ -20,6 +20,8 @@ from safetensors import safe_open
 
 from conftest import load_benchmark
 from ulmfit import datasets
+from ulmfit.config import from_dict, load_toml
+from ulmfit.tasks.train_lm import LMStageConfig
 from ulmfit.text.readers import CorpusError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,13 +202,10 @@ def test_gpu_prepare_stages_what_each_call_reads(
     if "speed" in phases:  # imdb_texts reads the test file directly
         assert (staged / "imdb/test.csv.xz").is_file()
     if "pretrain" in phases:  # the stage-1 config as gpu_check.sh runs it (--data-dir)
-        cfg = pretrain.from_dict(
-            pretrain.LMStageConfig, pretrain.load_toml(REPO / "configs/pretrain_wiki_gpu.toml")
-        )
+        cfg = from_dict(LMStageConfig, load_toml(REPO / "configs/pretrain_wiki_gpu.toml"))
         cfg = pretrain.with_data_root(cfg, staged)
-        files = [*cfg.corpus.train, *cfg.corpus.valid]
-        evals = Path(cfg.corpus.valid[0]).parents[1] / "wikitext-103"  # pretrain.py's default
-        files += [str(evals / "wiki.valid.tokens.xz"), str(evals / "wiki.test.tokens.xz")]
+        files = [*cfg.corpus.train, *cfg.corpus.valid, *pretrain.default_eval_files(cfg)]
+        assert len(files) == 5, files
         assert all(Path(f).is_file() and Path(f).is_relative_to(staged) for f in files), files
 
 
