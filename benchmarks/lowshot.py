@@ -18,6 +18,14 @@ vary most. Writes ``benchmarks/lowshot_<dataset>.png`` and a table into RESULTS.
 
     ULMFIT_DATA=/work/shared/data PYTHONPATH=src python benchmarks/lowshot.py trec6 \\
         --sizes 100 300 1000 3000 all
+
+Long documents on a small machine: ``--max-pool``, ``--max-valid``, ``--max-test`` and
+``--max-lm-docs`` cap the labelled pool, the validation and test sets and the
+semi-supervised LM's text to fixed random samples (the same for every arm and size), and
+the RESULTS section says what each cap left, e.g. for IMDb on 2 CPU cores::
+
+    ULMFIT_DATA=/work/shared/data PYTHONPATH=src python benchmarks/lowshot.py imdb \\
+        --sizes 100 300 1000 --repeats 1 --max-valid 500 --max-test 5000 --max-lm-docs 5000 --unsup
 """
 
 from __future__ import annotations
@@ -162,6 +170,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=R.RESULTS, help="Markdown file appended")
     parser.add_argument("--no-write", action="store_true", help="do not append to --results")
     parser.add_argument("--seed", type=int, default=0)
+    # Caps for a long-document dataset on a small machine (IMDb on 2 cores: every
+    # classifier run otherwise validates 2,500 reviews an epoch and scores 25,000).
+    caps = {
+        "--max-pool": "draw the subsets from a fixed random sample of this many training "
+        "documents; 'all' is then this many",
+        "--max-valid": "validate on a fixed random sample of this many documents",
+        "--max-test": "score on a fixed random sample of this many test documents, the same "
+        "for every arm and size",
+        "--max-lm-docs": "semi-supervised arm: fine-tune the LM on a fixed random sample of "
+        "this many of all the training documents",
+    }
+    for flag, text in caps.items():
+        parser.add_argument(flag, type=int, default=0, help=f"{text} (0: no cap)")
+    parser.add_argument(
+        "--unsup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the dataset's unlabelled split to the semi-supervised LM's text "
+        "(default: the budget's)",
+    )
     parser.add_argument(
         "--min-steps",
         type=int,
@@ -174,10 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if any(a not in ARMS for a in arms):
         parser.error(f"--arms: choose from {', '.join(ARMS)}")
+    for flag in ("max_pool", "max_valid", "max_test", "max_lm_docs"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')}: must be 0 (no cap) or more")
 
     root = args.data_dir or data_dir()
     # The whole training split is the pool the labelled subsets are drawn from.
-    budget = dataclasses.replace(R.BUDGETS[args.budget](root), max_train=0, max_test=0)
+    budget = R.BUDGETS[args.budget](root)
+    use_unsup = budget.use_unsup if args.unsup is None else args.unsup
+    budget = dataclasses.replace(budget, max_train=0, max_test=0, use_unsup=use_unsup)
     # Few labels, same recipe: with epochs alone 100 documents get 2 steps an epoch.
     budget = dataclasses.replace(
         budget, classifier=budget.classifier.replace(min_steps=args.min_steps)
@@ -185,6 +218,23 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out_dir or R.REPO / "runs" / "lowshot" / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     data = R.load_task(args.dataset, budget, args.seed, root)
+    # All training text, labelled or not: the official train split's documents (and the
+    # unlabelled split with --unsup), before any cap on the labelled pool.
+    all_text = data.train.texts + data.valid.texts + data.unlabelled
+    n_all_text = len(all_text)
+    if args.max_lm_docs and len(all_text) > args.max_lm_docs:
+        keep = np.random.default_rng(args.seed + 3).choice(
+            len(all_text), args.max_lm_docs, replace=False
+        )
+        all_text = [all_text[i] for i in np.sort(keep)]
+    n_pool, n_valid, n_test = len(data.train), len(data.valid), len(data.test)
+    data = dataclasses.replace(
+        data,
+        # The seeds load_task uses for the same caps, so a capped run matches reproduce.py's.
+        train=R._subsample(data.train, args.max_pool, args.seed),
+        valid=R._subsample(data.valid, args.max_valid, args.seed + 1),
+        test=R._subsample(data.test, args.max_test, args.seed + 2),
+    )
     pool_x, pool_y = data.train.texts, list(data.train.labels or [])
     sizes = sorted({len(pool_x) if s == "all" else min(int(s), len(pool_x)) for s in args.sizes})
 
@@ -192,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     pretrained, pretrain_time = R.pretrained_lm(budget, out, args.pretrained)
     semi_lm = pretrained
     semi_time = 0.0
-    # All training text, labelled or not: the official train split's documents.
-    all_text = data.train.texts + data.valid.texts + data.unlabelled
     if "semi-supervised" in arms:
         t0 = time.perf_counter()
         semi_lm = R.finetune_lm(budget.finetune_lm, pretrained, all_text, out / "lm_ft_all")
@@ -221,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     png = args.plot or R.REPO / "benchmarks" / f"lowshot_{args.dataset}.png"
     plot(png, args.dataset, results, ylabel)
     table = _table(sizes, arms, results, seconds, args.repeats)
-    (out / "lowshot.json").write_text(
-        json.dumps({"sizes": sizes, "results": results, "seconds": seconds}, indent=2) + "\n"
-    )
+    docs = {"pool": len(pool_x), "valid": len(data.valid), "test": len(data.test)}
+    docs["lm_text"] = len(all_text)
+    report = {"sizes": sizes, "docs": docs, "results": results, "seconds": seconds}
+    (out / "lowshot.json").write_text(json.dumps(report, indent=2) + "\n")
     if not args.no_write:
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = command_line("benchmarks/lowshot.py", argv)
@@ -238,10 +287,13 @@ def main(argv: list[str] | None = None) -> int:
             f"`{cmd}`  \nRecipe: {budget.description}; every classifier run (scratch too) "
             f"takes at least {args.min_steps} optimiser steps (the last stage lengthened). "
             f"Pretrained LM `{pretrained}` ({pre}); "
-            f"semi-supervised LM fine-tuned once on all {len(all_text)} training "
-            f"documents ({semi_time:.0f}s). Subsets: stratified samples of the "
-            f"{len(pool_x)}-doc training split; model selection on the fixed "
-            f"{len(data.valid)}-doc validation split; full test set ({len(data.test)} docs). "
+            f"semi-supervised LM fine-tuned once on "
+            f"{_of(len(all_text), n_all_text)} training documents"
+            f"{' (unlabelled split included)' if data.unlabelled else ''} "
+            f"({semi_time:.0f}s). Subsets: stratified samples of "
+            f"{_of(len(pool_x), n_pool)} documents of the training split; model selection "
+            f"on {_of(len(data.valid), n_valid)} documents of the fixed validation split; "
+            f"test set: {_of(len(data.test), n_test)} documents. "
             f"Total {total / 60:.1f} min on {R.hardware()}; load average at the end "
             f"{os.getloadavg()[0]:.1f} (OMP_WAIT_POLICY={omp}).  \n"
             f"Plot: `{shown}`. {ylabel}, mean (± sd over draws).\n\n"
@@ -251,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
             f.write(section)
     print(table)
     return 0
+
+
+def _of(n: int, total: int) -> str:
+    """'all 500' or 'a fixed random 2000 of 25000': what a cap left, said in the table."""
+    return f"all {total}" if n == total else f"a fixed random {n} of {total}"
 
 
 def _table(

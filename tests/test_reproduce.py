@@ -154,15 +154,23 @@ def test_lowshot_curve_on_a_tiny_budget(
     argv = ["trec6", "--budget", "tiny", "--sizes", "60", "120", "--repeats", "2"]
     argv += ["--min-steps", "4", "--data-dir", str(shared_data), "--out-dir", str(tmp_path)]
     argv += ["--results", str(results), "--plot", str(png)]
+    # Caps, as for IMDb on a small machine: each a fixed sample, said in the section.
+    argv += ["--max-pool", "300", "--max-valid", "80", "--max-test", "150"]
+    argv += ["--max-lm-docs", "400"]
     assert lowshot.main(argv) == 0
     assert png.stat().st_size > 1000
     text = results.read_text()
     assert "## lowshot.py: trec6, tiny budget" in text
+    assert "fine-tuned once on a fixed random 400 of 5452 training documents" in text
+    assert "stratified samples of a fixed random 300 of 4906 documents" in text
+    assert "on a fixed random 80 of 546 documents" in text
+    assert "test set: a fixed random 150 of 500 documents" in text
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 60 |")]
     rows += [line.split(" | ") for line in text.splitlines() if line.startswith("| 120 |")]
     assert [r[1] for r in rows] == ["2", "2"]  # both sizes below 1,000: two draws each
     got = json.loads((tmp_path / "lowshot.json").read_text())
     assert got["sizes"] == [60, 120]
+    assert got["docs"] == {"pool": 300, "valid": 80, "test": 150, "lm_text": 400}
     for arm in ("scratch", "supervised", "semi-supervised", "tfidf"):
         for n in ("60", "120"):
             assert len(got["results"][arm][n]) == 2
