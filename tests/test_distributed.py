@@ -1,7 +1,8 @@
 """DDP under gloo on CPU: two processes train exactly like one process on the global batch.
 
 For the LM and the classifier: the same weights after training (so the same gradients),
-the epoch's metrics reduced over both ranks, and files written by rank 0 alone; with
+the epoch's metrics reduced over both ranks, validation shared out between the ranks with
+one process's figures, and files written by rank 0 alone; with
 gradient accumulation, one all-reduce per optimizer step; and the real entry point,
 ``torchrun ... -m ulmfit.cli.main pretrain``.
 """
@@ -27,14 +28,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ulmfit.data.classification import ClassificationBatches, read_labelled
 from ulmfit.data.lm import LMDataConfig, LMStream
+from ulmfit.inference import classify_logits
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
 from ulmfit.models.io import write_lm_files
+from ulmfit.tasks import classify
 from ulmfit.tasks.classify import ClassifierTask
-from ulmfit.tasks.lm import LMTask
+from ulmfit.tasks.lm import LMTask, evaluate_lm
+from ulmfit.tasks.train_lm import _valid_stream
 from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig, get_tokenizer
 from ulmfit.text.vocab import Vocab
-from ulmfit.training import loop
+from ulmfit.training import distributed, loop
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.loop import fit
 
@@ -78,8 +82,46 @@ def train_classifier(rank: int, world_size: int) -> tuple[dict[str, torch.Tensor
         lr=1e-2, schedule="constant", grad_accum=3 - world_size, progress=False, log_every=100
     )
     state = fit(task, cfg, None)
-    # BatchNorm's running statistics are buffers: DDP takes rank 0's, so compare weights.
-    return {k: p.detach().clone() for k, p in model.named_parameters()}, state.history
+    # BatchNorm's running statistics are buffers: each rank's last batch moved its own
+    # (the loop then gives every rank rank 0's), so compare weights with one process.
+    weights = {k: p.detach().clone() for k, p in model.named_parameters()}
+    buffers = {f"buffer.{k}": b.detach().clone() for k, b in model.named_buffers()}
+    return weights | buffers, state.history
+
+
+def validate(world_size: int) -> dict[str, torch.Tensor]:
+    """A fixed LM and classifier scored on validation data, shared out over the ranks."""
+    info = distributed.current()  # rank r of 2 in a worker, rank 0 of 1 in the test
+    torch.manual_seed(0)
+    lm = AWDLSTMLanguageModel(CONFIG)
+    data = LMDataConfig(bs=GLOBAL_BS // world_size, bptt=10)
+    stream = _valid_stream(corpus(), data, info, torch.device("cpu"))
+    lm_metrics = evaluate_lm(lm, stream)
+
+    model = TextClassifierModel(
+        ClassifierConfig(n_classes=3, head_ps=(0.0, 0.0), bptt=8, max_len=40, encoder=CONFIG)
+    )
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(2, 50, n) for n in rng.integers(1, 30, 50)]
+    batches = ClassificationBatches(docs, rng.integers(0, 3, 50), 8, train=False)
+    scored: list[int] = []
+
+    def counting(m, x, lengths):  # type: ignore[no-untyped-def]
+        scored.append(x.size(0))
+        return classify_logits(m, x, lengths)
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(classify, "classify_logits", counting)
+        probs, loss = classify.score_batches(
+            model, batches, 3, "multiclass", torch.nn.CrossEntropyLoss(), shard=True
+        )
+    return {
+        "lm_loss": torch.tensor(lm_metrics["valid_loss"], dtype=torch.float64),
+        "lm_rows": torch.tensor(stream.config.bs),
+        "clf_probs": torch.from_numpy(probs),
+        "clf_loss": torch.tensor(loss, dtype=torch.float64),
+        "clf_docs_scored": torch.tensor(sum(scored)),
+    }
 
 
 def _counting_ddp(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
@@ -112,6 +154,7 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         save_file(lm, str(root / f"lm{rank}.safetensors"))
         save_file(clf, str(root / f"clf{rank}.safetensors"))
         save_file(accum, str(root / f"accum{rank}.safetensors"))
+        save_file(validate(world_size), str(root / f"valid{rank}.safetensors"))
         history = {
             "lm": lm_history,
             "clf": clf_history,
@@ -150,7 +193,27 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
         for rank in (0, 1):
             ddp = load_file(str(tmp_path / f"{name}{rank}.safetensors"))
             for k, v in single.items():
+                if k.startswith("buffer."):
+                    continue
                 torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
+    # Every rank ends the epoch with rank 0's batch-norm statistics (what it scores).
+    clf0, clf1 = (load_file(str(tmp_path / f"clf{r}.safetensors")) for r in (0, 1))
+    running = [k for k in clf0 if k.startswith("buffer.") and k.endswith("running_mean")]
+    assert running
+    for k in running:
+        torch.testing.assert_close(clf1[k], clf0[k], rtol=0, atol=0, msg=k)
+
+    # Validation is shared out: each rank scores half the rows / documents, and every
+    # rank gets the figures one process gets over all of them.
+    one = validate(1)
+    parts = [load_file(str(tmp_path / f"valid{r}.safetensors")) for r in (0, 1)]
+    assert int(one["lm_rows"]) == GLOBAL_BS and [int(p["lm_rows"]) for p in parts] == [4, 4]
+    done = [int(p["clf_docs_scored"]) for p in parts]
+    assert int(one["clf_docs_scored"]) == 50 and sum(done) == 50 and max(done) < 50
+    for part in parts:
+        for k in ("lm_loss", "clf_probs", "clf_loss"):
+            torch.testing.assert_close(part[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert (one["clf_probs"].sum(1) - 1).abs().max() < 1e-5  # every row filled in
 
     # The epoch's loss is reduced over both ranks: each rank reports the global figure.
     histories = [json.loads((tmp_path / f"history{r}.json").read_text()) for r in (0, 1)]

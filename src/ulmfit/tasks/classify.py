@@ -358,7 +358,8 @@ class TextClassifier:
         def evaluate() -> dict[str, float]:
             if valid_b is None or y_valid is None:
                 return {}
-            probs, loss = self._probs(valid_b, loss_fn)
+            # Under torchrun each rank scores its share; every rank gets the whole.
+            probs, loss = self._probs(valid_b, loss_fn, shard=True)
             out = {"valid_loss": loss}
             out.update(self._score(y_valid, probs))
             return out
@@ -429,7 +430,8 @@ class TextClassifier:
             log.info("keeping epoch %d (%s %.4f)", best["epoch"], key, best["score"][0])
             model.load_state_dict(best["state"])
         if cfg.task == "multilabel" and valid_b is not None and y_valid is not None:
-            probs, _ = self._probs(valid_b, None)
+            distributed.broadcast_buffers(model)
+            probs, _ = self._probs(valid_b, None, shard=True)
             self.thresholds, global_t = M.tune_thresholds(y_valid, probs, cfg.min_positives)
             log.info("tuned per-label thresholds (global fallback %.2f)", global_t)
         return self
@@ -465,26 +467,12 @@ class TextClassifier:
         return {"valid_micro_f1": 2 * tp / denom if denom else 0.0}
 
     # -- inference ---------------------------------------------------------------------
-    @torch.inference_mode()
     def _probs(
-        self, batches: ClassificationBatches, loss_fn: nn.Module | None
+        self, batches: ClassificationBatches, loss_fn: nn.Module | None, shard: bool = False
     ) -> tuple[np.ndarray, float]:
         assert self.model is not None
-        model = self.model
-        was_training = model.training
-        model.eval()
-        out = np.zeros((len(batches.docs), len(self.labels or [])), dtype=np.float32)
-        loss_sum, n = 0.0, 0
-        for b in batches.batches(0):
-            # Rows leave the batch as soon as their text is read: big batches cost no padding.
-            logits = classify_logits(model, b.x, b.lengths).float()
-            if loss_fn is not None and b.y is not None:
-                loss_sum += float(loss_fn(logits, b.y)) * b.x.size(0)
-                n += b.x.size(0)
-            probs = logits.softmax(-1) if self.config.task == "multiclass" else logits.sigmoid()
-            out[b.index] = probs.cpu().numpy()
-        model.train(was_training)
-        return out, loss_sum / max(n, 1)
+        n_classes = len(self.labels or [])
+        return score_batches(self.model, batches, n_classes, self.config.task, loss_fn, shard)
 
     def _batches(self, texts: Sequence[str], bs: int | None = None) -> ClassificationBatches:
         docs = self.numericalize(texts)
@@ -695,6 +683,49 @@ def ensemble_predict_proba(
     return np.mean([c.predict_proba(texts, bs) for c in classifiers], axis=0)
 
 
+@torch.inference_mode()
+def score_batches(
+    model: TextClassifierModel,
+    batches: ClassificationBatches,
+    n_classes: int,
+    task: str,
+    loss_fn: nn.Module | None = None,
+    shard: bool = False,
+) -> tuple[np.ndarray, float]:
+    """``(N, C)`` probabilities of every document of ``batches`` and the mean loss.
+
+    ``shard``: under torchrun rank r scores batches r, r + world_size, ... and the
+    ranks' parts are summed, so each rank gets every document's probabilities for
+    1 / world_size of the work. Each document's row is written by one rank alone (the
+    others add zeros), and in float32 a document's probabilities do not depend on its
+    batch, so the result equals one process's. Nothing syncs with the host per batch.
+    """
+    info = distributed.current() if shard else distributed.DistInfo()
+    was_training = model.training
+    model.eval()
+    device = batches.device
+    out = torch.zeros((len(batches.docs), n_classes), dtype=torch.float32, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n = torch.zeros((), dtype=torch.float64, device=device)
+    index: list[np.ndarray] = []
+    parts: list[Tensor] = []
+    for b in itertools.islice(batches.batches(0), info.rank, None, info.world_size):
+        # Rows leave the batch as soon as their text is read: big batches cost no padding.
+        logits = classify_logits(model, b.x, b.lengths).float()
+        if loss_fn is not None and b.y is not None:
+            loss_sum += loss_fn(logits, b.y).double() * b.x.size(0)
+            n += b.x.size(0)
+        parts.append(logits.softmax(-1) if task == "multiclass" else logits.sigmoid())
+        index.append(b.index)
+    model.train(was_training)
+    if parts:  # one scatter (and one host-to-device copy of the positions) at the end
+        out[torch.from_numpy(np.concatenate(index)).to(device)] = torch.cat(parts)
+    if info.world_size > 1:
+        out = distributed.all_reduce_sum(out)
+        loss_sum, n = distributed.all_reduce_sum(loss_sum), distributed.all_reduce_sum(n)
+    return out.cpu().numpy(), float(loss_sum) / max(float(n), 1.0)
+
+
 def ensemble_thresholds(classifiers: Sequence[TextClassifier]) -> np.ndarray:
     """Per-label decision thresholds for averaged multilabel probabilities.
 
@@ -722,4 +753,5 @@ __all__ = [
     "UnfreezeStage",
     "ensemble_predict_proba",
     "ensemble_thresholds",
+    "score_batches",
 ]

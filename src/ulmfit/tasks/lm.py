@@ -18,6 +18,7 @@ from ulmfit.models.awd_lstm import (
     detach_state,
     lm_loss,
 )
+from ulmfit.training import distributed
 from ulmfit.training.loop import StepOutput
 
 
@@ -83,7 +84,10 @@ class LMTask:
 
 @torch.inference_mode()
 def evaluate_lm(model: AWDLSTMLanguageModel, stream: LMStream) -> dict[str, float]:
-    """Loss, accuracy and perplexity of ``model`` on ``stream`` (fixed bptt, state carried)."""
+    """Loss, accuracy and perplexity of ``model`` on ``stream`` (fixed bptt, state carried).
+
+    A stream that is one rank's share (``world_size > 1``) is summed over the ranks.
+    """
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -98,9 +102,15 @@ def evaluate_lm(model: AWDLSTMLanguageModel, stream: LMStream) -> dict[str, floa
         correct += (out.logits.argmax(-1) == batch.y).sum()
         n += batch.y.numel()
     model.train(was_training)
-    loss = float(loss_sum) / max(n, 1)
+    count = torch.tensor(float(n), dtype=torch.float64, device=dev)
+    if stream.world_size > 1:
+        loss_sum = distributed.all_reduce_sum(loss_sum)
+        correct = distributed.all_reduce_sum(correct)
+        count = distributed.all_reduce_sum(count)
+    total = max(float(count), 1.0)
+    loss = float(loss_sum) / total
     return {
         "valid_loss": loss,
-        "valid_accuracy": float(correct) / max(n, 1),
+        "valid_accuracy": float(correct) / total,
         "valid_perplexity": math.exp(min(loss, 50.0)),
     }

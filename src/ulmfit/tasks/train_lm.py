@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ulmfit.checkpoint import VOCAB_FILE, load_training_state
 from ulmfit.config import to_dict
@@ -58,6 +59,27 @@ class LMStageConfig:
     def reading(self, backwards: bool) -> LMStageConfig:
         """This stage reading text backwards (the ensemble's backward LM) or forwards."""
         return replace(self, data=replace(self.data, backwards=backwards))
+
+
+def _valid_stream(
+    valid: tuple[np.ndarray, np.ndarray],
+    data: LMDataConfig,
+    info: distributed.DistInfo,
+    device: torch.device,
+) -> LMStream:
+    """The validation stream: as many rows as one training batch of all ranks together.
+
+    A small validation set still needs two columns per row: shrink the rows, not the
+    data. Under torchrun each rank reads its share of the rows and evaluate_lm sums
+    over ranks, so the figure is the one a single process of the global batch gets.
+    """
+    world = info.world_size
+    rows = min(data.bs * world, max(1, len(valid[0]) // (2 * data.bptt)))
+    if world > 1 and rows < world:  # too few rows to share: every rank reads them all
+        world = 1
+    cfg = LMDataConfig(bs=rows // world, bptt=data.bptt, backwards=data.backwards)
+    rank = info.rank if world > 1 else 0
+    return LMStream(*valid, cfg, train=False, device=device, rank=rank, world_size=world)
 
 
 def train_language_model(cfg: LMStageConfig) -> Path:
@@ -142,10 +164,7 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
     )
     valid_stream = None
     if valid is not None:
-        # A small validation set still needs two columns per row: shrink bs, not the data.
-        valid_bs = min(cfg.data.bs, max(1, len(valid[0]) // (2 * cfg.data.bptt)))
-        valid_cfg = LMDataConfig(bs=valid_bs, bptt=cfg.data.bptt, backwards=cfg.data.backwards)
-        valid_stream = LMStream(*valid, valid_cfg, train=False, device=device)
+        valid_stream = _valid_stream(valid, cfg.data, info, device)
     extra = {
         "stage": "finetune-lm" if pre else "pretrain",
         "direction": "backward" if cfg.data.backwards else "forward",

@@ -4,7 +4,8 @@
 ``RANK`` and ``LOCAL_RANK``; :func:`init_from_env` turns them into a process group
 (NCCL on GPUs, gloo on CPU). Each rank then reads its own rows of the LM stream (or
 its own classifier batches), DDP averages gradients in backward, training metrics are
-summed across ranks, and only rank 0 writes checkpoints and logs.
+summed across ranks, validation is shared out (each rank scores its part of the
+validation set, and the sums are reduced), and only rank 0 writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
         dist.all_reduce(t)
     return t
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (a no-op outside a process group).
+
+    DDP broadcasts buffers at the start of each forward, so after an epoch's last step
+    every rank holds batch-norm statistics updated by its own last batch: evaluating
+    then would score slightly different models on different ranks.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for b in module.buffers():
+            dist.broadcast(b.data, 0)
 
 
 @contextlib.contextmanager

@@ -324,6 +324,7 @@ def fit(
         row = {"epoch": epoch, "step": state.global_step, **_summarise(sums, count)}
         row["train_time_s"] = time.perf_counter() - t0
         model.eval()
+        distributed.broadcast_buffers(model)  # every rank scores rank 0's model
         with torch.inference_mode(), autocast:
             row.update(task.evaluate())
         row["lr"] = optimizer.param_groups[-1]["lr"]
