@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS), help=f"from {','.join(ARMS)}")
     parser.add_argument("--budget", choices=sorted(R.BUDGETS), default="smoke")
     parser.add_argument("--pretrained", help="an existing LM directory: skips stage 1")
+    parser.add_argument(
+        "--semi-lm",
+        help="an existing semi-supervised LM directory (e.g. an earlier run's "
+        "OUT/lm_ft_all, fine-tuned from the same --pretrained): skips its fine-tuning",
+    )
     parser.add_argument("--repeats", type=int, default=3, help=f"draws of sizes < {SMALL}")
     parser.add_argument("--data-dir", type=Path, help="dataset mirror (default: $ULMFIT_DATA)")
     parser.add_argument("--out-dir", type=Path, help="default: runs/lowshot/DATASET")
@@ -242,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     pretrained, pretrain_time = R.pretrained_lm(budget, out, args.pretrained)
     semi_lm = pretrained
     semi_time = 0.0
-    if "semi-supervised" in arms:
+    if args.semi_lm:
+        semi_lm = Path(args.semi_lm)
+        if not (semi_lm / "model.safetensors").is_file():
+            parser.error(f"--semi-lm {semi_lm}: no model.safetensors there")
+    elif "semi-supervised" in arms:
         t0 = time.perf_counter()
         semi_lm = R.finetune_lm(budget.finetune_lm, pretrained, all_text, out / "lm_ft_all")
         semi_time = time.perf_counter() - t0
@@ -278,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = command_line("benchmarks/lowshot.py", argv)
         omp = os.environ.get("OMP_WAIT_POLICY", "unset")
         pre = "reused" if isinstance(pretrain_time, str) else f"{pretrain_time:.0f}s"
+        semi_how = f"reused: `{args.semi_lm}`" if args.semi_lm else f"{semi_time:.0f}s"
         try:
             shown = png.relative_to(R.REPO)
         except ValueError:
@@ -290,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             f"semi-supervised LM fine-tuned once on "
             f"{_of(len(all_text), n_all_text)} training documents"
             f"{' (unlabelled split included)' if data.unlabelled else ''} "
-            f"({semi_time:.0f}s). Subsets: stratified samples of "
+            f"({semi_how}). Subsets: stratified samples of "
             f"{_of(len(pool_x), n_pool)} documents of the training split; model selection "
             f"on {_of(len(data.valid), n_valid)} documents of the fixed validation split; "
             f"test set: {_of(len(data.test), n_test)} documents. "

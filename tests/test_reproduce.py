@@ -175,3 +175,13 @@ def test_lowshot_curve_on_a_tiny_budget(
         for n in ("60", "120"):
             assert len(got["results"][arm][n]) == 2
             assert all(0 <= v <= 100 for v in got["results"][arm][n])
+
+    # A later run reuses that semi-supervised LM instead of fine-tuning it again.
+    semi = tmp_path / "lm_ft_all"
+    stamp = (semi / "model.safetensors").stat().st_mtime_ns
+    again = [*argv, "--arms", "semi-supervised", "--sizes", "60", "--repeats", "1"]
+    assert lowshot.main([*again, "--semi-lm", str(semi)]) == 0
+    assert f"reused: `{semi}`" in results.read_text()
+    assert (semi / "model.safetensors").stat().st_mtime_ns == stamp  # not trained again
+    with pytest.raises(SystemExit):
+        lowshot.main([*again, "--semi-lm", str(tmp_path / "nowhere")])
