@@ -354,3 +354,23 @@ def test_torchrun_train_classifier_is_ddp_and_writes_once(
     # 432 training documents (480 less the 10% validation) in batches of 16: 27 batches,
     # 13 a rank under DDP (the same number on each, so they step in lockstep).
     assert steps == {"one": 27, "two": 13}
+
+
+def test_cli_leaves_the_process_group_before_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI destroys the group it ran in, on success and after an error: left to
+    interpreter teardown, gloo's threads could abort a rank whose work was done (seen in
+    CI as "terminate called without an active exception" after train-classifier)."""
+    from ulmfit.cli.main import main
+
+    for argv, code in ((["data", "list"], 0), (["data", "get", "no-such-dataset"], 2)):
+        monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+        store = dist.FileStore(str(tmp_path / f"store{code}"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+        try:
+            assert main(argv) == code
+            assert not dist.is_initialized()
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()

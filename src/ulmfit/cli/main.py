@@ -204,14 +204,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    clean = False
     try:
-        return _run(args)
+        code = _run(args)
+        clean = True
+        return code
     except (ValueError, OSError) as e:  # our errors name the file and field
         # Said once, on stderr; the traceback only with --verbose (a log line at ERROR
         # would repeat the message, since the log goes to stderr too).
         log.debug("%s", e, exc_info=True)
         print(f"ulmfit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group(clean)
+
+
+def _leave_process_group(clean: bool) -> None:
+    """Under torchrun, leave the process group before exit (torch stays unimported for
+    commands that never loaded it)."""
+    if "torch.distributed" in sys.modules:
+        from ulmfit.training import distributed
+
+        distributed.shutdown(clean)
 
 
 def _run(args: argparse.Namespace) -> int:

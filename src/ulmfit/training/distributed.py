@@ -87,3 +87,18 @@ def main_first() -> Iterator[None]:
     yield
     if info.world_size > 1 and info.is_main:
         dist.barrier()
+
+
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group before the interpreter exits (a no-op outside one).
+
+    Left to interpreter teardown, gloo's worker threads can be destroyed still joinable,
+    and the process aborts ("terminate called without an active exception") after its
+    work is done. ``clean``: every rank got here without an error, so wait for the others
+    first; after an error a barrier could wait forever, so leave at once.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean and dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
