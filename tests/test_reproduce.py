@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -185,3 +186,20 @@ def test_lowshot_curve_on_a_tiny_budget(
     assert (semi / "model.safetensors").stat().st_mtime_ns == stamp  # not trained again
     with pytest.raises(SystemExit):
         lowshot.main([*again, "--semi-lm", str(tmp_path / "nowhere")])
+
+    # TF-IDF alone trains no language model, and learns from the subset alone: a refit on
+    # train + valid would give it 80 more labels than the other arms see.
+    seen: list[tuple[int, bool]] = []
+    real = lowshot.tfidf_baseline
+
+    def spy(*a: Any, **k: Any) -> Any:
+        seen.append((len(a[0]), k.get("refit", True)))
+        return real(*a, **k)
+
+    monkeypatch.setattr(lowshot, "tfidf_baseline", spy)
+    bare = tmp_path / "bare"
+    tfidf_only = [*argv, "--arms", "tfidf", "--sizes", "60", "--repeats", "1"]
+    assert lowshot.main([*tfidf_only, "--out-dir", str(bare)]) == 0
+    assert seen == [(60, False)]
+    assert not (bare / "lm_pretrained").exists()
+    assert "No language model (TF-IDF only)." in results.read_text()
