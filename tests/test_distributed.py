@@ -364,8 +364,8 @@ def test_cli_leaves_the_process_group_before_exit(
     CI as "terminate called without an active exception" after train-classifier)."""
     from ulmfit.cli.main import main
 
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
     for argv, code in ((["data", "list"], 0), (["data", "get", "no-such-dataset"], 2)):
-        monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
         store = dist.FileStore(str(tmp_path / f"store{code}"), 1)
         dist.init_process_group("gloo", store=store, rank=0, world_size=1)
         try:
