@@ -9,11 +9,13 @@ gradient accumulation, one all-reduce per optimizer step; and the real entry poi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -167,6 +169,27 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         # (its reducer would abort the process: "terminate called without an active
         # exception", about one run in five before fit collected them).
         dist.destroy_process_group()
+    # Nothing may keep the group alive past destroy (torch.distributed.nn.functional's
+    # defaults did, when first imported after init): freed only in interpreter teardown,
+    # it could abort the process there, after the test's work was done.
+    (Path(out) / f"threads{rank}.json").write_text(json.dumps(_gloo_threads()))
+
+
+def _gloo_threads(wait_s: float = 5.0) -> list[str] | None:
+    """This process's gloo threads once they have had ``wait_s`` to end (None: no /proc)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        names = []
+        for comm in tasks.glob("*/comm"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                names.append(comm.read_text().strip())
+        gloo = sorted(n for n in names if "gloo" in n)
+        if not gloo or time.monotonic() > deadline:
+            return gloo
+        time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -187,6 +210,11 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     clf_single, clf_history = train_classifier(0, 1)
     accum_single, _ = train_lm(0, 1, None, grad_accum=2)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+
+    # destroy_process_group() freed the group and joined gloo's threads on both ranks.
+    for rank in (0, 1):
+        threads = json.loads((tmp_path / f"threads{rank}.json").read_text())
+        assert threads in ([], None), f"rank {rank}: gloo threads outlived the group: {threads}"
 
     singles = (("lm", lm_single), ("clf", clf_single), ("accum", accum_single))
     for name, single in singles:

@@ -18,6 +18,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+if dist.is_available():
+    # Imported before any process group exists, on purpose. This torch module binds
+    # ``group=group.WORLD`` as argument defaults when first imported, and DDP imports it:
+    # imported after init_process_group, those defaults keep the world group alive past
+    # destroy_process_group(), gloo's threads run on, and interpreter teardown frees the
+    # group at last, where the process can abort ("terminate called without an active
+    # exception") after its work is done.
+    import torch.distributed.nn.functional
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -92,10 +101,12 @@ def main_first() -> Iterator[None]:
 def shutdown(clean: bool = True) -> None:
     """Leave the process group before the interpreter exits (a no-op outside one).
 
-    Left to interpreter teardown, gloo's worker threads can be destroyed still joinable,
-    and the process aborts ("terminate called without an active exception") after its
-    work is done. ``clean``: every rank got here without an error, so wait for the others
-    first; after an error a barrier could wait forever, so leave at once.
+    Left to interpreter teardown, the group is freed in a half-finalized interpreter, and
+    the process can abort there ("terminate called without an active exception") after
+    its work is done; destroyed here, gloo's threads end now (nothing else holds the
+    group: see the import at the top). ``clean``: every rank got here without an error,
+    so wait for the others first; after an error a barrier could wait forever, so leave
+    at once.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
