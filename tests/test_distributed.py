@@ -145,6 +145,7 @@ REDUCED_BYTES: list[int] = []  # per process: what _counting_ddp's hook all-redu
 def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    clean = False
     try:
         torch.set_num_threads(1)
         root = Path(out)
@@ -164,11 +165,12 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
             "accum_reduced_bytes": REDUCED_BYTES,
         }
         (root / f"history{rank}.json").write_text(json.dumps(history))
+        clean = True
     finally:
         # Right after training: fit must leave no DDP wrapper for the GC to free after this
         # (its reducer would abort the process: "terminate called without an active
-        # exception", about one run in five before fit collected them).
-        dist.destroy_process_group()
+        # exception", about one run in five before fit collected them). The CLI's way out.
+        distributed.shutdown(clean)
     # Nothing may keep the group alive past destroy (torch.distributed.nn.functional's
     # defaults did, when first imported after init): freed only in interpreter teardown,
     # it could abort the process there, after the test's work was done.
