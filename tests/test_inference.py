@@ -228,9 +228,11 @@ def test_predict_reads_input_by_the_training_rules(
         ),
     ):
         (tmp_path / name).write_text(content)
+        before = out.read_bytes()
         args = ["predict", str(tmp_path / "clf"), "-i", str(tmp_path / name), "-o", str(out)]
-        assert main([*args, "--device", "cpu"]) == 2
+        assert main([*args, "--device", "cpu", "--overwrite"]) == 2
         assert f"{tmp_path / name}: {error}" in capsys.readouterr().err
+        assert out.read_bytes() == before  # a failed run leaves the earlier output alone
 
 
 def test_num_threads_restores() -> None:

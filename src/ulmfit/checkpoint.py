@@ -3,18 +3,34 @@
 A directory is written whole into a temporary sibling and then renamed into place, so
 a crash never leaves a half-written checkpoint where a good one (or none) was. Only
 safetensors and JSON are read: no pickle, so loading a file never runs its code.
+
+What is written, and how (the README's "Guarantees" section says the same for users):
+
+* A file appears whole or not at all: it is written to an unnamed temporary file in the
+  target's folder (Linux ``O_TMPFILE``; elsewhere a uniquely named hidden file) and
+  linked into place at the end, so two writers never share a temporary file and a
+  ``kill -9`` leaves nothing behind on Linux. With ``overwrite=False`` the link is
+  exclusive: if the target appeared meanwhile, this writer is refused.
+* Temporary directories carry the writer's process id; a later write of the same
+  directory removes those whose process is gone.
+* Weights files are recorded with their SHA-256 in ``config.json`` and checked when
+  loaded; non-finite weights are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -30,23 +46,191 @@ VOCAB_FILE = "vocab.json"
 SPM_FILE = "spm.model"
 TRAIN_STATE_FILE = "training_state.safetensors"
 TRAIN_META_FILE = "training_state.json"
+#: config.json field: ``{file name: sha256}`` of every weights file of the directory.
+CHECKSUM_FIELD = "weights_sha256"
 
 
 class CheckpointError(ValueError):
     """A model directory that cannot be loaded; the message names the file and the problem."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class OutputExistsError(FileExistsError):
+    """An output that already exists, and the writer was not allowed to replace it."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
+    """Raise :class:`OutputExistsError` if ``path`` exists and ``overwrite`` is False."""
+    if not overwrite and os.path.lexists(path):
+        raise OutputExistsError(
+            f"{path}: {what} already exists; refusing to replace it "
+            "(pass --overwrite, or overwrite=True, to replace it)"
+        )
+
+
+def _tmp_name(path: Path, suffix: str = ".tmp") -> str:
+    """A hidden sibling name unique to this process and call: ``.NAME.PID.RANDOM.tmp``."""
+    return f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{suffix}"
+
+
+# Per filesystem (st_dev): can an O_TMPFILE file be linked into place through /proc?
+_UNNAMED_LINKS: dict[int, bool] = {}
+
+
+def _open_unnamed(folder: Path) -> int | None:
+    """A descriptor of an unnamed file in ``folder`` (Linux O_TMPFILE), or None where the
+    platform, the filesystem or /proc cannot give it a name afterwards."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return None
+    dev = os.stat(folder).st_dev
+    if _UNNAMED_LINKS.get(dev) is False:
+        return None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if dev not in _UNNAMED_LINKS:  # one probe per filesystem and process
+            probe = os.open(folder, flag | os.O_WRONLY, 0o600)
+            name = folder / f".probe.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+            try:
+                os.link(f"/proc/self/fd/{probe}", name, follow_symlinks=True)
+                name.unlink()
+                _UNNAMED_LINKS[dev] = True
+            except OSError:
+                _UNNAMED_LINKS[dev] = False
+                return None
+            finally:
+                os.close(probe)
+        return os.open(folder, flag | os.O_WRONLY, 0o666)
+    except OSError as e:  # a filesystem without O_TMPFILE support
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            _UNNAMED_LINKS[dev] = False
+            return None
         raise
+
+
+def _publish(src: str, path: Path, overwrite: bool, follow: bool) -> None:
+    """Give the finished file ``src`` the name ``path`` (exclusively unless ``overwrite``)."""
+    if overwrite:
+        staged = str(path.parent / _tmp_name(path))
+        if follow:  # an unnamed file: give it a unique name first, then rename over path
+            os.link(src, staged, follow_symlinks=True)
+            src = staged
+        try:
+            os.replace(src, path)
+        except BaseException:
+            if follow:
+                Path(staged).unlink(missing_ok=True)
+            raise
+        return
+    try:
+        os.link(src, path, follow_symlinks=follow)
+    except FileExistsError:
+        raise OutputExistsError(
+            f"{path}: appeared while this run was writing it (another writer?); refusing to "
+            "replace it (pass --overwrite, or overwrite=True, to replace it)"
+        ) from None
+    if not follow:
+        os.unlink(src)
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: Path | str,
+    mode: str = "w",
+    *,
+    overwrite: bool = True,
+    encoding: str | None = "utf-8",
+    newline: str | None = None,
+) -> Iterator[IO[Any]]:
+    """Open a file that appears at ``path``, complete, only when the block ends cleanly.
+
+    Nothing is left behind when the block raises. ``overwrite=False`` refuses an
+    existing ``path``, both before writing and (exclusively) at the end.
+    """
+    path = Path(path)
+    refuse_existing(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    binary = "b" in mode
+    enc = None if binary else encoding
+    nl = None if binary else newline
+    fd = _open_unnamed(path.parent)
+    named: str | None = None
+    if fd is None:
+        fd, named = tempfile.mkstemp(dir=path.parent, prefix=_tmp_name(path, ""), suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=enc, newline=nl) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            if named is None:
+                _publish(f"/proc/self/fd/{f.fileno()}", path, overwrite, follow=True)
+        if named is not None:
+            _publish(named, path, overwrite, follow=False)
+            named = None
+    finally:
+        if named is not None:
+            Path(named).unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str, overwrite: bool = True) -> None:
+    """Write ``text`` to ``path`` whole or not at all (see :func:`atomic_output`)."""
+    with atomic_output(path, "w", overwrite=overwrite) as f:
+        f.write(text)
+
+
+def save_figure(fig: Any, path: Path | str, dpi: int = 100, overwrite: bool = True) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (or refuse)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"{path}: cannot write a plot as {path.suffix or 'a file without a suffix'!r}; "
+            f"use one of {', '.join('.' + k for k in sorted(supported))}"
+        )
+    with atomic_output(path, "wb", overwrite=overwrite) as f:
+        fig.savefig(f, format=fmt, dpi=dpi)
+    return path
+
+
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-z_]+\.(?:tmp|old)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Remove temporary siblings of ``out_dir`` (a file or a directory) left by writers
+    of this machine that no longer run (a ``kill -9`` mid-write); returns them."""
+    out_dir = Path(out_dir)
+    removed = []
+    if not out_dir.parent.is_dir():
+        return removed
+    for item in out_dir.parent.iterdir():
+        m = _STALE.match(item.name)
+        if m and m["name"] == out_dir.name and not _pid_alive(int(m["pid"])):
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+            removed.append(item)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted write", len(removed))
+    return removed
 
 
 def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
@@ -56,7 +240,12 @@ def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    remove_stale_temporaries(out_dir)
+    pid = os.getpid()
+    tmp = Path(
+        tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{pid}.", suffix=".tmp")
+    )
+    old: Path | None = None
     try:
         fill(tmp)
         if out_dir.exists():
@@ -64,17 +253,18 @@ def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
             for item in out_dir.iterdir():
                 if not (tmp / item.name).exists():
                     os.replace(item, tmp / item.name)
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
+            # A name of this call's own: two writers never collide on the old copy.
+            old = out_dir.with_name(f".{out_dir.name}.{pid}.{os.urandom(4).hex()}.old")
             os.replace(out_dir, old)
             os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
@@ -93,12 +283,14 @@ def model_state_for_saving(model: nn.Module) -> dict[str, Tensor]:
 
 def save_weights(
     path: Path, model: nn.Module, dtype: torch.dtype | None = None, max_shard_bytes: int = 0
-) -> None:
+) -> dict[str, str]:
     """Write the weights as ``path`` (one safetensors file) or, with ``max_shard_bytes``,
     as ``<stem>-NNNNN.safetensors`` shards plus ``<name>.index.json``.
 
     Shards keep weights easy to move (e.g. under a file-size limit); a tensor larger than
     a shard is cut into row blocks, which the index records and loading joins again.
+    Returns ``{file name: sha256}`` of the files written, for ``config.json``
+    (:data:`CHECKSUM_FIELD`), so that loading can tell weights changed after saving.
     """
     state = model_state_for_saving(model)
     if dtype is not None:
@@ -106,7 +298,7 @@ def save_weights(
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     if not max_shard_bytes:
         save_file(state, str(path), metadata=meta)
-        return
+        return {path.name: file_sha256(path)}
     pieces: list[tuple[str, Tensor]] = []
     splits: dict[str, int] = {}
     for name, t in state.items():
@@ -129,12 +321,34 @@ def save_weights(
         shards[-1][key] = t
         size += nbytes
     weight_map = {}
+    digests = {}
     for i, shard in enumerate(shards):
         fname = f"{path.stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(path.parent / fname), metadata=meta)
+        digests[fname] = file_sha256(path.parent / fname)
         weight_map.update({k: fname for k in shard})
     index = {"format": FORMAT, "weight_map": weight_map, "splits": splits}
-    atomic_write_text(path.parent / f"{path.name}.index.json", json.dumps(index, indent=1))
+    index_path = path.parent / f"{path.name}.index.json"
+    atomic_write_text(index_path, json.dumps(index, indent=1))
+    digests[index_path.name] = file_sha256(index_path)
+    return digests
+
+
+def verify_checksums(folder: Path, checksums: Mapping[str, str] | None) -> None:
+    """Check each file named in ``checksums`` (from config.json) against its SHA-256.
+
+    Directories written before checksums were recorded have none: nothing to check.
+    """
+    for name, want in (checksums or {}).items():
+        f = Path(folder) / name
+        if not f.exists():
+            raise CheckpointError(f"{f}: missing (config.json records its checksum)")
+        got = file_sha256(f)
+        if got != want:
+            raise CheckpointError(
+                f"{f}: the weights changed after they were saved (sha256 {got[:16]}..., "
+                f"config.json records {want[:16]}...); the file is damaged or was edited"
+            )
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:
@@ -157,14 +371,25 @@ def _read_state(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def load_weights(path: Path, model: nn.Module) -> None:
-    """Load ``path`` into ``model``, checking names and shapes first; names every problem."""
+def load_weights(path: Path, model: nn.Module, checksums: Mapping[str, str] | None = None) -> None:
+    """Load ``path`` into ``model``, checking names and shapes first; names every problem.
+
+    ``checksums`` (``config.json``'s :data:`CHECKSUM_FIELD`) are verified first; a weight
+    that is NaN or infinite is refused, since every prediction from it would be too.
+    """
+    verify_checksums(path.parent, checksums)
     try:
         state = _read_state(path)
     except CheckpointError:
         raise
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(
+            f"{path}: non-finite (NaN or infinite) values in {len(bad)} tensor(s): "
+            f"{bad[:5]}{'...' if len(bad) > 5 else ''}"
+        )
     expected = model.state_dict()
     tied = set(expected) - set(model_state_for_saving(model))
     problems = []
@@ -275,8 +500,10 @@ def save_training_state(
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().contiguous().cpu()
     save_file(tensors, str(model_dir / TRAIN_STATE_FILE))
+    digest = file_sha256(model_dir / TRAIN_STATE_FILE)
     atomic_write_text(
-        model_dir / TRAIN_META_FILE, json.dumps({**meta, "optimizer": opt_meta}, indent=1)
+        model_dir / TRAIN_META_FILE,
+        json.dumps({**meta, "optimizer": opt_meta, "state_sha256": digest}, indent=1),
     )
 
 
@@ -287,7 +514,16 @@ def load_training_state(model_dir: Path) -> tuple[dict[str, Any], dict[str, Tens
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except Exception as e:
+        raise CheckpointError(f"{meta_path}: unreadable training state ({e})") from e
+    want = meta.get("state_sha256") if isinstance(meta, dict) else None
+    if want is not None and file_sha256(tensor_path) != want:
+        raise CheckpointError(
+            f"{tensor_path}: changed after it was saved (its sha256 differs from the one in "
+            f"{TRAIN_META_FILE}); cannot resume from it"
+        )
+    try:
         tensors = load_file(str(tensor_path))
     except Exception as e:
-        raise CheckpointError(f"{model_dir}: unreadable training state ({e})") from e
+        raise CheckpointError(f"{tensor_path}: unreadable training state ({e})") from e
     return meta, tensors

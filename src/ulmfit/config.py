@@ -129,6 +129,10 @@ def load_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: no such config file") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path}: is a directory, not a TOML config file") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text (UTF-8) TOML file ({e})") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from e
 

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="multilabel: the k most probable labels instead")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     _add_inference_options(p)
+    _add_overwrite(p)
 
     for name, text in (
         ("evaluate", "Score a classifier directory on a labelled file: table, JSON report, PNG."),
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--plot", type=Path, help="confusion matrix / per-label PNG")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda")
         _add_inference_options(p)
+        _add_overwrite(p)
 
     p = sub.add_parser(
         "import-fastai",
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt", type=int, default=70, help="tokens per batch (default 70)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    _add_overwrite(p)
     p = sub.add_parser(
         "export-lm",
         help="Copy an LM directory with bf16 weights in shards of at most N MiB.",
@@ -178,6 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-mib", type=int, default=16, help="largest file (default 16)")
     add_data_parser(sub)
     return parser
+
+
+def _check_plot_suffix(path: Path) -> None:
+    """Refuse a plot name whose suffix matplotlib cannot write, before any work is done."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        return  # no plot is written without matplotlib (the library logs and skips it)
+    kinds = FigureCanvasAgg.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in kinds:
+        raise ValueError(
+            f"{path}: cannot write a plot as {path.suffix or 'a file without a suffix'!r}; "
+            f"use one of {', '.join('.' + k for k in sorted(kinds))}"
+        )
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (default: refuse them)",
+    )
 
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
@@ -288,13 +313,20 @@ def _run(args: argparse.Namespace) -> int:
             quantize="int8" if args.int8 else None,
             threads=args.threads,
             bs=args.bs,
+            overwrite=args.overwrite,
         )
         print(f"{n} predictions written to {args.output}")
         return 0
     if args.command in ("evaluate", "ensemble"):
-        from ulmfit.tasks.predict import evaluate_file
+        from ulmfit.checkpoint import atomic_write_text
+        from ulmfit.tasks.predict import check_outputs, evaluate_file
 
         dirs = args.model_dir if isinstance(args.model_dir, list) else [args.model_dir]
+        if args.json is not None and args.json.suffix.lower() != ".json":
+            raise ValueError(f"{args.json}: --json writes JSON; give it a .json name")
+        check_outputs([args.data, *dirs], [args.json, args.plot], args.overwrite)
+        if args.plot is not None:
+            _check_plot_suffix(args.plot)
         metrics, table = evaluate_file(
             dirs,
             args.data,
@@ -309,7 +341,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(table)
         if args.json:
-            args.json.write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+            text = json.dumps(metrics, indent=2, default=str) + "\n"
+            atomic_write_text(args.json, text, overwrite=args.overwrite)
             print(f"report: {args.json}")
         return 0
     if args.command == "export-lm":
@@ -325,14 +358,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"model directory: {out}")
         return 0
     if args.command == "evaluate-lm":
+        from ulmfit.checkpoint import atomic_write_text
+        from ulmfit.tasks.predict import check_outputs
         from ulmfit.tasks.train_lm import evaluate_language_model
 
+        if args.json is not None and args.json.suffix.lower() != ".json":
+            raise ValueError(f"{args.json}: --json writes JSON; give it a .json name")
+        check_outputs([Path(f) for f in args.files], [args.json], args.overwrite)
         metrics = evaluate_language_model(
             args.model_dir, args.files, bs=args.bs, bptt=args.bptt, device=args.device
         )
         print(json.dumps(metrics, indent=2))
         if args.json:
-            args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+            atomic_write_text(
+                args.json, json.dumps(metrics, indent=2) + "\n", overwrite=args.overwrite
+            )
         return 0
     raise AssertionError(args.command)
 

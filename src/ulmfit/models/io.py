@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ulmfit.checkpoint import (
+    CHECKSUM_FIELD,
     SPM_FILE,
     VOCAB_FILE,
     WEIGHTS_FILE,
@@ -51,7 +52,7 @@ def write_lm_files(
         raise CheckpointError(
             f"{model_dir}: vocab has {len(vocab)} tokens but the model {model.config.vocab_size}"
         )
-    save_weights(model_dir / WEIGHTS_FILE, model, dtype, max_shard_bytes)
+    digests = save_weights(model_dir / WEIGHTS_FILE, model, dtype, max_shard_bytes)
     vocab.save(model_dir / VOCAB_FILE)
     if spm_model is not None and Path(spm_model).resolve() != (model_dir / SPM_FILE).resolve():
         shutil.copyfile(spm_model, model_dir / SPM_FILE)
@@ -59,6 +60,7 @@ def write_lm_files(
         "model": model.config.to_dict(),
         "tokenizer": tokenizer.to_dict(),
         **(extra or {}),
+        CHECKSUM_FIELD: digests,
     }
     write_config(model_dir / "config.json", LM_KIND, body)
 
@@ -84,7 +86,7 @@ def load_lm(model_dir: Path | str, device: torch.device | str = "cpu") -> Loaded
             f"vocab_size={model_cfg.vocab_size}: the vocabulary does not belong to these weights"
         )
     model = AWDLSTMLanguageModel(model_cfg)
-    load_weights(model_dir / WEIGHTS_FILE, model)
+    load_weights(model_dir / WEIGHTS_FILE, model, config.get(CHECKSUM_FIELD))
     spm = model_dir / SPM_FILE
     if tok_cfg.kind == "spm" and not spm.exists():
         raise CheckpointError(f"{spm}: missing SentencePiece model (tokenizer kind is 'spm')")
@@ -121,7 +123,7 @@ def export_lm(
     extra = {
         k: v
         for k, v in lm.config.items()
-        if k not in ("format", "format_version", "kind", "model", "tokenizer")
+        if k not in ("format", "format_version", "kind", "model", "tokenizer", CHECKSUM_FIELD)
     }
     extra["exported"] = {"from": str(src), "dtype": dtype, "max_shard_mib": max_shard_mib}
     return write_dir_atomically(

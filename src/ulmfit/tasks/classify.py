@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ulmfit.checkpoint import (
+    CHECKSUM_FIELD,
     SPM_FILE,
     VOCAB_FILE,
     WEIGHTS_FILE,
@@ -541,6 +542,7 @@ class TextClassifier:
         for b in batches.batches(0):
             window, lengths = encode_windows(model, b.x, b.lengths)
             out[b.index] = masked_concat_pool(window, lengths).float().cpu().numpy()
+        check_finite(out, "document vectors")
         return out
 
     def _check_fitted(self) -> None:
@@ -591,7 +593,7 @@ class TextClassifier:
         model, labels, vocab, tok_cfg = self.model, self.labels, self.vocab, self.tokenizer_config
 
         def fill(tmp: Path) -> None:
-            save_weights(tmp / WEIGHTS_FILE, model)
+            digests = save_weights(tmp / WEIGHTS_FILE, model)
             vocab.save(tmp / VOCAB_FILE)
             if self.spm_model is not None:
                 import shutil
@@ -608,6 +610,7 @@ class TextClassifier:
                 "train_config": _to_jsonable(self.config),
                 "history": self.history,
                 "language_model": str(self.language_model) if self.language_model else None,
+                CHECKSUM_FIELD: digests,
             }
             write_config(tmp / "config.json", CLASSIFIER_KIND, body)
 
@@ -651,7 +654,7 @@ class TextClassifier:
                 f"{model_cfg.n_classes} model outputs"
             )
         model = TextClassifierModel(model_cfg)
-        load_weights(model_dir / WEIGHTS_FILE, model)
+        load_weights(model_dir / WEIGHTS_FILE, model, config.get(CHECKSUM_FIELD))
         clf = cls(
             None,
             ClassifierTrainConfig(
@@ -723,7 +726,25 @@ def score_batches(
     if info.world_size > 1:
         out = distributed.all_reduce_sum(out)
         loss_sum, n = distributed.all_reduce_sum(loss_sum), distributed.all_reduce_sum(n)
-    return out.cpu().numpy(), float(loss_sum) / max(float(n), 1.0)
+    probs = out.cpu().numpy()
+    check_finite(probs, "probabilities")
+    return probs, float(loss_sum) / max(float(n), 1.0)
+
+
+class NonFiniteOutputError(ValueError):
+    """The model produced NaN or infinite outputs: a result that must not be reported."""
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """Refuse non-finite model outputs (a broken model or input), naming the documents."""
+    finite = np.isfinite(values).reshape(len(values), -1).all(1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise NonFiniteOutputError(
+            f"the model gave non-finite (NaN or infinite) {what} for {len(bad)} of "
+            f"{len(values)} documents (first: document {int(bad[0]) + 1}); its weights are "
+            "broken (a diverged training run?), so no result is reported"
+        )
 
 
 def ensemble_thresholds(classifiers: Sequence[TextClassifier]) -> np.ndarray:
@@ -749,6 +770,7 @@ def _to_jsonable(obj: Any) -> Any:
 __all__ = [
     "ClassifierTask",
     "ClassifierTrainConfig",
+    "NonFiniteOutputError",
     "TextClassifier",
     "UnfreezeStage",
     "ensemble_predict_proba",

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from ulmfit.checkpoint import save_figure
+
 log = logging.getLogger(__name__)
 
 DEFAULT_GRID = np.round(np.linspace(0.05, 0.95, 19), 6)  # rounded: 0.4, not 0.39999999999999997
@@ -354,9 +356,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    path = save_figure(fig, path, dpi=120)
     log.info("wrote %s", path)
     return path
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ulmfit.checkpoint import atomic_output, refuse_existing
 from ulmfit.data.classification import iter_texts, read_labelled
 from ulmfit.inference import num_threads
 from ulmfit.tasks import metrics as M
@@ -28,8 +30,52 @@ _INPUT_FORMATS = {
 }
 
 
+# Predictions are written as CSV, TSV or JSON lines, by the output's suffix.
+OUTPUT_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+
+
 def _fmt(path: Path) -> str:
     return _INPUT_FORMATS.get(Path(strip_compression(path.name).lower()).suffix, "txt")
+
+
+def output_format(path: Path) -> str:
+    """The format an output file's suffix asks for; any other suffix is refused by name."""
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"{path}: cannot write predictions as {path.suffix or 'a file without a suffix'!r}; "
+            f"use one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    return fmt
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True if ``a`` and ``b`` name one file (links and relative paths included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path | None], overwrite: bool) -> None:
+    """Refuse, before anything is read, an output that is one of the inputs, and an
+    existing output unless ``overwrite``."""
+    for out in outputs:
+        if out is None:
+            continue
+        for src in inputs:
+            if same_file(src, out):
+                raise ValueError(
+                    f"{out}: is also an input ({src}); writing it would destroy the input. "
+                    "Choose another output file"
+                )
+        refuse_existing(out, overwrite)
 
 
 def iter_input_texts(path: Path, text_column: Sequence[str]) -> Iterator[str]:
@@ -65,16 +111,22 @@ def predict_file(
     quantize: str | None = None,
     threads: int | None = None,
     bs: int | None = None,
+    overwrite: bool = False,
 ) -> int:
-    """Stream ``input_path`` through the classifier(s) into ``output_path`` (CSV or JSONL).
+    """Stream ``input_path`` through the classifier(s) into ``output_path`` (CSV, TSV or
+    JSONL, by suffix).
 
     ``quantize="int8"``: dynamic int8 on the CPU; ``threads``: torch CPU threads;
-    ``bs``: documents per batch (default: twice the training batch size).
+    ``bs``: documents per batch (default: twice the training batch size). The output
+    appears whole when every document is predicted, never in part; an existing output
+    is refused unless ``overwrite``, and an output that is the input always is.
     """
+    output_format(output_path)
+    check_outputs([Path(input_path), *map(Path, model_dirs)], [output_path], overwrite)
     with num_threads(threads):
         clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
         return _predict_file(
-            clfs, input_path, output_path, text_column, chunk, threshold, top_k, bs
+            clfs, input_path, output_path, text_column, chunk, threshold, top_k, bs, overwrite
         )
 
 
@@ -87,6 +139,7 @@ def _predict_file(
     threshold: float | None,
     top_k: int | None,
     bs: int | None,
+    overwrite: bool = False,
 ) -> int:
     from tqdm.auto import tqdm
 
@@ -97,47 +150,38 @@ def _predict_file(
     classes = main.labels.classes
     # Multilabel: the given threshold, else the members' mean (multiclass ignores both).
     thresholds = threshold if threshold is not None else ensemble_thresholds(clfs)
-    out_fmt = "jsonl" if output_path.suffix.lower() in (".jsonl", ".json") else "csv"
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.tmp")
+    out_fmt = output_format(output_path)
     n = 0
-    try:
-        with (
-            open(tmp, "w", encoding="utf-8", newline="") as f,
-            # disable=None: a bar on a terminal, none in a log file or a pipe.
-            tqdm(unit="doc", desc="predict", disable=None) as bar,
-        ):
-            writer = None
-            if out_fmt == "csv":
-                writer = csv.writer(f)
-                writer.writerow(["row", "label", *[f"p_{c}" for c in classes]])
-            for texts in _chunks(iter_input_texts(input_path, text_column), chunk):
-                probs = (
-                    ensemble_predict_proba(clfs, texts, bs)
-                    if len(clfs) > 1
-                    else main.predict_proba(texts, bs)
-                )
-                labels = main.decide(probs, thresholds, top_k)
-                for i, (lab, p) in enumerate(zip(labels, probs, strict=True)):
-                    row = n + i + 1
-                    if writer is not None:
-                        shown = lab if isinstance(lab, str) else "|".join(lab)
-                        writer.writerow([row, shown, *[f"{v:.6f}" for v in p]])
-                    else:
-                        rec = {
-                            "row": row,
-                            "label": lab,
-                            "probs": {
-                                c: round(float(v), 6) for c, v in zip(classes, p, strict=True)
-                            },
-                        }
-                        f.write(json.dumps(rec) + "\n")
-                n += len(texts)
-                bar.update(len(texts))
-        tmp.replace(output_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with (
+        atomic_output(output_path, "w", overwrite=overwrite, newline="") as f,
+        # disable=None: a bar on a terminal, none in a log file or a pipe.
+        tqdm(unit="doc", desc="predict", disable=None) as bar,
+    ):
+        writer = None
+        if out_fmt != "jsonl":
+            writer = csv.writer(f, delimiter="\t" if out_fmt == "tsv" else ",")
+            writer.writerow(["row", "label", *[f"p_{c}" for c in classes]])
+        for texts in _chunks(iter_input_texts(input_path, text_column), chunk):
+            probs = (
+                ensemble_predict_proba(clfs, texts, bs)
+                if len(clfs) > 1
+                else main.predict_proba(texts, bs)
+            )
+            labels = main.decide(probs, thresholds, top_k)
+            for i, (lab, p) in enumerate(zip(labels, probs, strict=True)):
+                row = n + i + 1
+                if writer is not None:
+                    shown = lab if isinstance(lab, str) else "|".join(lab)
+                    writer.writerow([row, shown, *[f"{v:.6f}" for v in p]])
+                else:
+                    rec = {
+                        "row": row,
+                        "label": lab,
+                        "probs": {c: round(float(v), 6) for c, v in zip(classes, p, strict=True)},
+                    }
+                    f.write(json.dumps(rec) + "\n")
+            n += len(texts)
+            bar.update(len(texts))
     return n
 
 

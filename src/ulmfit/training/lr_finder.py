@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ulmfit.checkpoint import save_figure
 from ulmfit.training.config import TrainConfig
 from ulmfit.training.loop import (
     Task,
@@ -51,9 +52,10 @@ class LRFinderResult:
         ax.set_ylabel("smoothed training loss")
         ax.legend()
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        try:
+            save_figure(fig, path, dpi=100)
+        finally:
+            plt.close(fig)
         return path
 
 

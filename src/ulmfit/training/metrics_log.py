@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ulmfit.checkpoint import save_figure
+
 log = logging.getLogger(__name__)
 
 METRICS_JSONL = "metrics.jsonl"
@@ -65,7 +67,8 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: Path) -> Path | Non
     ax2.set_xlabel("step")
     ax2.set_ylabel("learning rate (top group)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
