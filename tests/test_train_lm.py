@@ -319,6 +319,10 @@ def test_pretrained_dir_that_does_not_fit_is_a_clear_error_and_writes_nothing(
         weights = load_file(str(pre_dir / "model.safetensors"))
         weights[tensor] = weights[tensor][:-1].clone()
         save_file(weights, str(pre_dir / "model.safetensors"))
+        # A directory assembled by hand has no checksums: the shapes are what is checked.
+        config = json.loads((pre_dir / "config.json").read_text())
+        del config["weights_sha256"]
+        (pre_dir / "config.json").write_text(json.dumps(config))
     ft = stage(tmp_path, [str(small_text)], out_dir=str(runs / "ft"), pretrained=str(pre_dir))
     with pytest.raises(CheckpointError, match=match) as info:
         train_language_model(ft)

@@ -6,6 +6,7 @@ transfer the model, hand an :class:`LMTask` to the shared training loop.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ulmfit.checkpoint import VOCAB_FILE, load_training_state
+from ulmfit.checkpoint import (
+    CONFIG_FILE,
+    VOCAB_FILE,
+    OutputExistsError,
+    load_training_state,
+    read_config,
+)
 from ulmfit.config import to_dict
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.data.prepare import CorpusConfig, iter_texts, split_docs, tokenize_files
@@ -55,6 +62,7 @@ class LMStageConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     resume: bool = False  # continue from the training state in out_dir, if any
+    overwrite: bool = False  # replace a model already in out_dir (default: refuse it)
 
     def reading(self, backwards: bool) -> LMStageConfig:
         """This stage reading text backwards (the ensemble's backward LM) or forwards."""
@@ -82,8 +90,61 @@ def _valid_stream(
     return LMStream(*valid, cfg, train=False, device=device, rank=rank, world_size=world)
 
 
+#: Settings a resumed LM run must keep: they fix the model, the vocabulary or the token
+#: stream (and so the schedule's steps); ``[train]``'s are checked by the loop.
+RESUME_FIXED = {
+    "pretrained": None,
+    "model": None,
+    "tokenizer": None,
+    "vocab": None,
+    "data": None,
+    "corpus": ("train", "valid", "fmt", "text_column", "one_doc_per", "valid_frac", "max_docs"),
+}
+
+
+def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a directory that holds a model, unless resuming or replacing it."""
+    if (Path(out_dir) / CONFIG_FILE).exists() and not (resume or overwrite):
+        raise OutputExistsError(
+            f"{out_dir}: already holds a model; refusing to replace it. Pass --resume to "
+            "continue its training, --overwrite to replace it, or choose another out_dir"
+        )
+
+
+def resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``section.field: old -> new`` for each :data:`RESUME_FIXED` setting that differs."""
+    changes = []
+    for section, fields in RESUME_FIXED.items():
+        old, new = saved.get(section), now.get(section)
+        if isinstance(new, dict) and isinstance(old, dict):
+            for k in fields or sorted(set(old) | set(new)):
+                if old.get(k) != new.get(k):
+                    changes.append(f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}")
+        elif section in saved and old != new:
+            changes.append(f"{section}: {old!r} -> {new!r}")
+    return changes
+
+
+def _check_resume_settings(out_dir: Path, cfg: LMStageConfig) -> None:
+    saved = read_config(out_dir).get("stage_config")
+    if not isinstance(saved, dict):
+        return  # written before stage configs were saved: nothing to compare
+    # Through JSON, so that tuples and lists compare equal.
+    changes = resume_changes(saved, json.loads(json.dumps(to_dict(cfg))))
+    if changes:
+        raise ValueError(
+            f"{out_dir}: cannot resume with changed settings ({'; '.join(changes)}); "
+            "use the saved settings, or --overwrite / a new out_dir to start again"
+        )
+
+
 def train_language_model(cfg: LMStageConfig) -> Path:
-    """Run stage 1 (``pretrained`` unset) or stage 2; returns the model directory."""
+    """Run stage 1 (``pretrained`` unset) or stage 2; returns the model directory.
+
+    An ``out_dir`` that already holds a model is refused unless ``resume`` (continue its
+    training, with the same settings) or ``overwrite`` (replace it).
+    """
+    check_out_dir(Path(cfg.out_dir), cfg.resume, cfg.overwrite)
     task = build_lm_task(cfg)
     state: LoopState = fit(task, cfg.train, Path(cfg.out_dir), resume=cfg.resume)
     final = [r for r in state.history if r.get("epoch_end")]
@@ -109,6 +170,8 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
     device = pick_device(distributed.device_for(info, cfg.device))
     seed_everything(cfg.train.seed)
     resuming = cfg.resume and load_training_state(out_dir) is not None
+    if resuming:
+        _check_resume_settings(out_dir, cfg)
 
     # Tokeniser: the pretrained model's for stage 2 (its vocabulary lives in that space).
     pre = None

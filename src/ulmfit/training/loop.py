@@ -194,6 +194,10 @@ def fit(
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     state = state or LoopState()
     carry: Any = None
+    # The epoch's running loss sums: saved mid-epoch, so a resumed epoch's train_loss
+    # covers the steps before the stop too.
+    resumed_sums: dict[str, Tensor] = {}
+    resumed_count: Tensor | int = 0
 
     if resume and out_dir is not None and (saved := load_training_state(Path(out_dir))):
         meta, tensors = saved
@@ -212,13 +216,36 @@ def fit(
         }
         if carry_t and state.step_in_epoch > 0:
             carry = task.carry_from_tensors({k: v.to(device) for k, v in carry_t.items()})
+        if state.step_in_epoch > 0 and is_main:
+            resumed_sums = {
+                k[len("extra.sums.") :]: v.to(device)
+                for k, v in tensors.items()
+                if k.startswith("extra.sums.")
+            }
+            if "extra.count" in tensors:
+                resumed_count = tensors["extra.count"].to(device)
         log.info("resumed from %s at epoch %d, step %d", out_dir, state.epoch, state.global_step)
 
     total_steps = sum(task.n_batches(e) for e in range(config.epochs))
     metrics_log = MetricsLog(Path(out_dir)) if (out_dir is not None and is_main) else None
+    if metrics_log is not None and not resume:
+        metrics_log.clear()  # a new run's log starts empty, also in a replaced directory
 
-    def save(finished: bool = False) -> None:
-        if out_dir is None or not is_main or not save_checkpoints:
+    def save(
+        finished: bool = False,
+        running: Mapping[str, Tensor] | None = None,
+        running_n: Tensor | int = 0,
+    ) -> None:
+        if out_dir is None or not save_checkpoints:
+            return
+        if running is not None and dist_info.world_size > 1:
+            # Every rank calls save: the sums saved are the whole group's (rank 0 alone
+            # carries them on after a resume).
+            running = {k: distributed.all_reduce_sum(v) for k, v in running.items()}
+            running_n = distributed.all_reduce_sum(
+                torch.as_tensor(running_n, dtype=torch.float64, device=device)
+            )
+        if not is_main:
             return
         meta = {
             "epoch": state.epoch,
@@ -232,6 +259,9 @@ def fit(
         extra = {}
         if carry is not None:
             extra = {f"carry.{k}": v for k, v in task.carry_to_tensors(carry).items()}
+        if running is not None:
+            extra.update({f"sums.{k}": v for k, v in running.items()})
+            extra["count"] = torch.as_tensor(running_n, dtype=torch.float64)
 
         def fill(tmp: Path) -> None:
             task.save_files(tmp)
@@ -250,11 +280,13 @@ def fit(
         # Under torchrun, DDP averages gradients in backward; wrapped after freezing so it
         # hooks exactly the parameters this epoch trains.
         ddp = _wrap_ddp(model, device) if dist_info.world_size > 1 else None
-        if state.step_in_epoch == 0:
-            carry = task.init_carry()
-        n_batches = task.n_batches(epoch)
         sums: dict[str, Tensor] = {}
         count: Tensor | int = 0
+        if state.step_in_epoch == 0:
+            carry = task.init_carry()
+        else:
+            sums, count = dict(resumed_sums), resumed_count
+        n_batches = task.n_batches(epoch)
         t0 = time.perf_counter()
         bar = _progress(n_batches, state.step_in_epoch, epoch, config.progress and is_main)
         stopped_early = False
@@ -294,7 +326,7 @@ def fit(
                         {k: f"{v:.4g}" for k, v in row.items() if k.startswith("train_")}
                     )
             if at_boundary and config.save_every and state.global_step % config.save_every == 0:
-                save()
+                save(running=sums, running_n=count)
             out_of_steps = bool(config.max_steps) and state.global_step >= config.max_steps
             out_of_time = deadline is not None and time.monotonic() > deadline
             if at_boundary and (out_of_steps or out_of_time):
@@ -309,7 +341,7 @@ def fit(
             ddp = None
             gc.collect()
         if stopped_early:
-            save()
+            save(running=sums, running_n=count)
             why = (
                 f"max_steps={config.max_steps}"
                 if out_of_steps

@@ -24,6 +24,11 @@ class MetricsLog:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
 
+    def clear(self) -> None:
+        """Start a new run's log: remove the files of an earlier run in this folder."""
+        for name in (METRICS_JSONL, METRICS_CSV):
+            (self.out_dir / name).unlink(missing_ok=True)
+
     def append(self, row: Mapping[str, Any]) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / METRICS_JSONL, "a", encoding="utf-8") as f:
