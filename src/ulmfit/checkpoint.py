@@ -75,6 +75,12 @@ def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_name(path: Path, suffix: str = ".tmp") -> str:
     """A hidden sibling name unique to this process and call: ``.NAME.PID.RANDOM.tmp``."""
     return f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}{suffix}"
@@ -164,6 +170,7 @@ def atomic_output(
     named: str | None = None
     if fd is None:
         fd, named = tempfile.mkstemp(dir=path.parent, prefix=_tmp_name(path, ""), suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
     try:
         with os.fdopen(fd, mode, encoding=enc, newline=nl) as f:
             yield f
@@ -217,7 +224,7 @@ def remove_stale_temporaries(out_dir: Path) -> list[Path]:
     """Remove temporary siblings of ``out_dir`` (a file or a directory) left by writers
     of this machine that no longer run (a ``kill -9`` mid-write); returns them."""
     out_dir = Path(out_dir)
-    removed = []
+    removed: list[Path] = []
     if not out_dir.parent.is_dir():
         return removed
     for item in out_dir.parent.iterdir():
@@ -245,6 +252,7 @@ def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
     tmp = Path(
         tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{pid}.", suffix=".tmp")
     )
+    os.chmod(tmp, 0o777 & ~_umask())  # a model directory as mkdir would make it, not 0700
     old: Path | None = None
     try:
         fill(tmp)

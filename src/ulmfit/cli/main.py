@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, help="TOML file with any of the options below")
     add_dataclass_options(p, ClassifierStageConfig)
+    _add_strict(p)
 
     text = (
         "All three stages from one TOML file (stage 1 is skipped when 'pretrained' names an "
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="Run the whole pipeline from one config file.", description=text)
     p.add_argument("config", type=Path, help="TOML file (see configs/demo_trec.toml)")
     add_dataclass_options(p, PipelineConfig)
+    _add_strict(p)
 
     p = sub.add_parser(
         "predict",
@@ -195,6 +197,18 @@ def _check_plot_suffix(path: Path) -> None:
             f"{path}: cannot write a plot as {path.suffix or 'a file without a suffix'!r}; "
             f"use one of {', '.join('.' + k for k in sorted(kinds))}"
         )
+
+
+def _add_strict(p: argparse.ArgumentParser) -> None:
+    # Short for --classifier.strict: the data checks belong to the classifier's fit.
+    p.add_argument(
+        "--strict",
+        dest="classifier.strict",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="refuse suspicious training data (labels like 'nan', duplicate texts, classes "
+        "with under 5 examples) instead of warning",
+    )
 
 
 def _add_overwrite(p: argparse.ArgumentParser) -> None:

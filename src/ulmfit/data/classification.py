@@ -19,7 +19,8 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -447,6 +448,92 @@ def _read_folder(reader: _Reader) -> None:
             reader.add(n, [text], d.name if reader.label_column is not None else None)
 
 
+#: Label values that usually mean "no label" in an exported table (compared lowercased).
+MISSING_LIKE = frozenset({"", "nan", "none", "null", "na", "n/a", "nil", "undefined"})
+#: A class with fewer training examples than this is reported.
+MIN_CLASS_EXAMPLES = 5
+
+
+def audit_labelled(
+    texts: Sequence[str],
+    labels: Sequence[Any],
+    task: TaskKind,
+    source: str = "training data",
+    rows: Sequence[int] | None = None,
+    valid_texts: Sequence[str] | None = None,
+    valid_source: str = "validation data",
+) -> list[str]:
+    """What looks wrong in labelled data, one sentence each (empty: nothing).
+
+    Labels that look like missing values (``nan``, ``None``, ``null``, empty ...), exact
+    duplicate texts (and those with conflicting labels), classes with fewer than
+    :data:`MIN_CLASS_EXAMPLES` examples, and training texts that are also in
+    ``valid_texts``.
+    """
+
+    def line(i: int) -> str:
+        return f"line {rows[i]}" if rows is not None else f"row {i + 1}"
+
+    problems = []
+    per_doc = [[lab] if isinstance(lab, str) else list(lab) for lab in labels]
+    missing: Counter[str] = Counter()
+    first_missing = None
+    for i, labs in enumerate(per_doc):
+        for lab in labs:
+            if str(lab).strip().lower() in MISSING_LIKE:
+                missing[str(lab)] += 1
+                first_missing = i if first_missing is None else first_missing
+    if first_missing is not None:
+        shown = ", ".join(f"{v!r} x{n}" for v, n in missing.most_common(5))
+        problems.append(
+            f"{source}: {sum(missing.values())} label(s) look like missing values ({shown}; "
+            f"first at {line(first_missing)}); they would be learned as a class"
+        )
+    seen: dict[str, int] = {}
+    n_dup = n_conflict = 0
+    first_pair = None
+    for i, text in enumerate(texts):
+        j = seen.setdefault(text, i)
+        if j != i:
+            n_dup += 1
+            first_pair = first_pair or (j, i)
+            if sorted(per_doc[i]) != sorted(per_doc[j]):
+                n_conflict += 1
+    if first_pair is not None:
+        conflict = f", {n_conflict} with a different label," if n_conflict else ""
+        problems.append(
+            f"{source}: {n_dup} exact duplicate text(s){conflict} (first: {line(first_pair[1])} "
+            f"repeats {line(first_pair[0])}); copies are kept on one side of the "
+            "train/validation split"
+        )
+    counts = Counter(lab for labs in per_doc for lab in labs)
+    small = sorted((n, c) for c, n in counts.items() if n < MIN_CLASS_EXAMPLES)
+    if small:
+        shown = ", ".join(f"{c!r} ({n})" for n, c in small[:8])
+        more = f" and {len(small) - 8} more" if len(small) > 8 else ""
+        problems.append(
+            f"{source}: {len(small)} class(es) with fewer than {MIN_CLASS_EXAMPLES} examples: "
+            f"{shown}{more}"
+        )
+    if valid_texts:
+        held_out = set(valid_texts)
+        both = sum(1 for t in seen if t in held_out)
+        if both:
+            problems.append(
+                f"{source}: {both} text(s) also appear in {valid_source}; validation scores "
+                "on them are inflated"
+            )
+    return problems
+
+
+def report_problems(problems: Sequence[str], strict: bool) -> None:
+    """Warn about each problem, or with ``strict`` refuse the data (naming them all)."""
+    if problems and strict:
+        raise CorpusError("suspicious data (strict mode refuses it): " + "; ".join(problems))
+    for p in problems:
+        log.warning("%s", p)
+
+
 class LabelEncoder:
     """Label strings <-> indices (multiclass) or multi-hot rows (multilabel)."""
 
@@ -554,16 +641,40 @@ class LabelEncoder:
 
 
 def stratified_split(
-    labels: Sequence[Any], valid_frac: float, seed: int, task: TaskKind
+    labels: Sequence[Any],
+    valid_frac: float,
+    seed: int,
+    task: TaskKind,
+    groups: Sequence[Hashable] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, valid) index arrays, each sorted; stratified by class if multiclass.
 
     Falls back to a plain random split (logged) when stratifying is impossible: a
-    class with one member, or fewer validation rows than classes.
+    class with one member, or fewer validation rows than classes. Rows with equal
+    ``groups`` (e.g. the same text) land on the same side, so that a duplicate in
+    validation never scores a document the model was trained on.
     """
+    _check_task(task)
+    if groups is not None:
+        if len(groups) != len(labels):
+            raise ValueError(f"stratified_split: {len(labels)} labels but {len(groups)} groups")
+        first: dict[Hashable, int] = {}
+        owner = np.array([first.setdefault(g, i) for i, g in enumerate(groups)])
+        reps = np.flatnonzero(owner == np.arange(len(owner)))
+        if len(reps) < len(owner):
+            _, va = stratified_split([labels[int(i)] for i in reps], valid_frac, seed, task)
+            in_valid = np.zeros(len(owner), dtype=bool)
+            in_valid[reps[va]] = True
+            in_valid = in_valid[owner]  # each row follows its group's first row
+            return np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
+    return _split(labels, valid_frac, seed, task)
+
+
+def _split(
+    labels: Sequence[Any], valid_frac: float, seed: int, task: TaskKind
+) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    _check_task(task)
     if not 0.0 < valid_frac < 1.0:
         raise ValueError(f"valid_frac must be in (0, 1), got {valid_frac}")
     n = len(labels)

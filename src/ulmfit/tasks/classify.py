@@ -45,6 +45,8 @@ from ulmfit.data.classification import (
     ClsBatch,
     LabelEncoder,
     TaskKind,
+    audit_labelled,
+    report_problems,
     stratified_split,
 )
 from ulmfit.inference import (
@@ -117,6 +119,7 @@ class ClassifierTrainConfig:
     backwards: bool = False  # read documents reversed (the backward model of an ensemble)
     device: str = "auto"  # auto | cpu | cuda
     n_workers: int = 1  # tokeniser processes
+    strict: bool = False  # refuse suspicious data (missing-like labels, duplicates, tiny classes)
 
     def __post_init__(self) -> None:
         if self.task not in ("multiclass", "multilabel"):
@@ -266,6 +269,7 @@ class TextClassifier:
         valid: tuple[Sequence[str], Sequence[Any]] | None = None,
         log_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
+        check_data: bool = True,
     ) -> TextClassifier:
         """Fine-tune the classifier (gradual unfreezing, discriminative LR, STLR).
 
@@ -273,6 +277,11 @@ class TextClassifier:
         labels seen in ``labels``, and ``valid`` when it is carved out of them); a
         label outside them is an error. Give it when training on a sample that may
         miss rare labels the test data has.
+
+        Suspicious data is reported first (``check_data``): labels that look like missing
+        values, duplicate texts, classes with very few examples, training texts that are
+        also validation texts. A warning each, or an error with ``config.strict``.
+        Duplicate texts are kept on one side of the validation split.
 
         The weights kept are those of the epoch with the best validation metric (accuracy,
         or micro-F1 at 0.5; ties go to the lower validation loss); without validation data
@@ -304,10 +313,19 @@ class TextClassifier:
                 f"labels: row(s) {bad[:5]} have no valid {cfg.task} label "
                 f"({'a non-empty string' if cfg.task == 'multiclass' else 'a list of strings'})"
             )
+        if check_data:
+            report_problems(
+                audit_labelled(
+                    texts, labels, cfg.task, valid_texts=None if valid is None else valid[0]
+                ),
+                cfg.strict,
+            )
         if valid is None and cfg.valid_frac == 0:
             train_texts, train_labels, valid_texts, valid_labels = list(texts), list(labels), [], []
         elif valid is None:
-            tr, va = stratified_split(list(labels), cfg.valid_frac, cfg.train.seed, cfg.task)
+            tr, va = stratified_split(
+                list(labels), cfg.valid_frac, cfg.train.seed, cfg.task, groups=list(texts)
+            )
             train_texts = [texts[i] for i in tr]
             train_labels = [labels[i] for i in tr]
             valid_texts = [texts[i] for i in va]

@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ulmfit.checkpoint import atomic_write_text
+from ulmfit.checkpoint import CONFIG_FILE, OutputExistsError, atomic_write_text
 from ulmfit.config import to_dict
-from ulmfit.data.classification import LabelEncoder, read_labelled
+from ulmfit.data.classification import (
+    LabelEncoder,
+    audit_labelled,
+    read_labelled,
+    report_problems,
+)
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import (
@@ -58,6 +63,7 @@ class PipelineConfig:
     pretrained: str | None = None  # an existing LM directory: skips stage 1
     bidirectional: bool = False  # also train backward models; report the fwd+bwd ensemble
     pretrained_backward: str | None = None  # an existing backward LM: skips its stage 1
+    overwrite: bool = False  # replace models already under out_dir (default: refuse them)
     pretrain: LMStageConfig = field(default_factory=LMStageConfig)  # stage 1 settings
     finetune_lm: LMStageConfig = field(default_factory=LMStageConfig)  # stage 2 settings
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
@@ -70,11 +76,12 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
     With ``skip_lm_finetuning`` the ``pretrained`` LM goes straight to stage 3.
     """
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     data = cfg.data
     if not data.train:
         raise ValueError("[data] train: no labelled training file given")
+    _check_outputs(cfg, out, skip_lm_finetuning)
+    out.mkdir(parents=True, exist_ok=True)
 
     # Read the labelled data first: a bad row fails here, before hours of LM training.
     def read(path: str) -> Any:
@@ -87,6 +94,8 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         )
 
     train = read(data.train)
+    if not train.texts:
+        raise ValueError(f"{data.train}: no training records")
     # The classes are all the training file's labels, also when max_train keeps only
     # the first rows: the test data may well hold a rare label those rows lack.
     known = LabelEncoder.fit(train.labels or [], cfg.classifier.task)
@@ -103,14 +112,25 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
             labels=None if train.labels is None else train.labels[: data.max_train],
             rows=train.rows[: data.max_train],
         )
-    if not train.texts:
-        raise ValueError(f"{data.train}: no training records")
     valid = valid_rows = None
     if data.valid:
         valid_rows = read(data.valid)
         if valid_rows.labels is None:
             raise ValueError(f"{data.valid}: no labels in column {data.label_column!r}")
         valid = (valid_rows.texts, valid_rows.labels)
+    # Suspicious data is reported now, before any language model is trained.
+    report_problems(
+        audit_labelled(
+            train.texts,
+            train.labels or [],
+            cfg.classifier.task,
+            source=data.train,
+            rows=train.rows,
+            valid_texts=None if valid_rows is None else valid_rows.texts,
+            valid_source=data.valid or "",
+        ),
+        cfg.classifier.strict,
+    )
     test = None
     if data.test:
         test = read(data.test)
@@ -168,6 +188,28 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
     return report
 
 
+def _check_outputs(cfg: PipelineConfig, out: Path, skip_lm_finetuning: bool) -> None:
+    """Refuse, before anything runs, to replace models of an earlier run (unless
+    ``overwrite``, or ``resume`` for an LM stage)."""
+    if cfg.overwrite:
+        return
+    taken = []
+    for sub, given in (("", cfg.pretrained), ("backward/", cfg.pretrained_backward)):
+        if sub and not cfg.bidirectional:
+            continue
+        stages = [("lm_pretrained", cfg.pretrain.resume or cfg.pretrain.overwrite, not given)]
+        stages.append(("lm_finetuned", cfg.finetune_lm.resume, not skip_lm_finetuning))
+        stages.append(("classifier", False, True))
+        for name, allowed, runs in stages:
+            if runs and not allowed and (out / sub / name / CONFIG_FILE).exists():
+                taken.append(str(out / sub / name))
+    if taken:
+        raise OutputExistsError(
+            f"{out}: holds the models of an earlier run ({', '.join(taken)}); refusing to "
+            "replace them. Pass --overwrite to replace them, or choose another out_dir"
+        )
+
+
 def _run_direction(
     cfg: PipelineConfig,
     out: Path,
@@ -192,7 +234,11 @@ def _run_direction(
     else:
         t0 = time.perf_counter()
         pretrained = train_language_model(
-            dataclasses.replace(stage1, out_dir=str(out / "lm_pretrained"))
+            dataclasses.replace(
+                stage1,
+                out_dir=str(out / "lm_pretrained"),
+                overwrite=stage1.overwrite or cfg.overwrite,
+            )
         )
         times[f"{prefix}pretrain_s"] = time.perf_counter() - t0
     # Stage 2: fine-tune the LM on the target text (training texts + unlabelled files).
@@ -211,6 +257,7 @@ def _run_direction(
         valid=valid,
         log_dir=out / "classifier_logs",
         classes=classes,
+        check_data=False,  # run_pipeline reported the files' problems, with their lines
     )
     clf.save(out / "classifier")
     times[f"{prefix}classifier_s"] = time.perf_counter() - t0
@@ -241,6 +288,7 @@ def _finetune_lm(
         out_dir=str(out / "lm_finetuned"),
         pretrained=str(pretrained),
         corpus=corpus,
+        overwrite=stage.overwrite or cfg.overwrite,
     )
     return train_language_model(stage)
 
@@ -326,6 +374,7 @@ class ClassifierStageConfig:
 
     lm: str = ""  # the (fine-tuned) language-model directory the encoder comes from
     out_dir: str = "runs/classifier"  # classifier directory written
+    overwrite: bool = False  # replace a classifier already in out_dir (default: refuse it)
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
 
@@ -336,7 +385,11 @@ def train_classifier_stage(cfg: ClassifierStageConfig) -> dict[str, Any]:
         raise ValueError("train-classifier needs --lm DIR (a language-model directory)")
     return run_pipeline(
         PipelineConfig(
-            out_dir=cfg.out_dir, pretrained=cfg.lm, data=cfg.data, classifier=cfg.classifier
+            out_dir=cfg.out_dir,
+            pretrained=cfg.lm,
+            data=cfg.data,
+            classifier=cfg.classifier,
+            overwrite=cfg.overwrite,
         ),
         skip_lm_finetuning=True,
     )

@@ -182,6 +182,8 @@ def _predict_file(
                     f.write(json.dumps(rec) + "\n")
             n += len(texts)
             bar.update(len(texts))
+    if n == 0:
+        log.warning("%s: no documents to predict; %s has no predictions", input_path, output_path)
     return n
 
 

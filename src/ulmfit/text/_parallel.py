@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import itertools
+import logging
 import multiprocessing as mp
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -59,6 +66,23 @@ def imap_chunks(
     torch/OpenMP threads can deadlock; an executor (not ``Pool``) because a worker that
     dies then raises ``BrokenProcessPool`` instead of hanging.
     """
+    chunks = iter(chunks)
+    head = list(itertools.islice(chunks, 2))
+    if len(head) < 2:  # one chunk: starting processes would cost more than it saves
+        yield from _in_process(func, head, state)
+        return
+    if not spawn_is_safe():
+        global _TOLD_UNGUARDED
+        if not _TOLD_UNGUARDED:
+            log.info(
+                'tokenising in this process: %s has no `if __name__ == "__main__":` guard, '
+                "so worker processes (which import it again) cannot start",
+                getattr(sys.modules.get("__main__"), "__file__", "the main script"),
+            )
+            _TOLD_UNGUARDED = True
+        yield from _in_process(func, itertools.chain(head, chunks), state)
+        return
+    chunks = itertools.chain(head, chunks)
     pending_max = max_pending or 2 * n_workers
     ctx = mp.get_context("spawn")
     pool = ProcessPoolExecutor(
@@ -75,6 +99,54 @@ def imap_chunks(
     finally:
         # Also reached when the consumer stops early: drop the queued work.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_process(func: Callable[[list[A]], B], chunks: Iterable[list[A]], state: Any) -> Iterator[B]:
+    """The chunks mapped in this process, ``state`` standing in for the worker's."""
+    global _WORKER_STATE
+    before = _WORKER_STATE
+    try:
+        for chunk in chunks:
+            _WORKER_STATE = state
+            yield func(chunk)
+    finally:
+        _WORKER_STATE = before
+
+
+_TOLD_UNGUARDED = False
+
+
+def spawn_is_safe() -> bool:
+    """False if spawned workers would re-run the caller's script: a ``__main__`` file
+    without an ``if __name__ == "__main__":`` block at its top level.
+
+    A spawned process imports the main script again (as ``__mp_main__``); without the
+    guard, the script's top-level calls run again there and fail. An interactive
+    session or a notebook has no script to re-run, and a script we cannot read is
+    given the benefit of the doubt.
+    """
+    if mp.parent_process() is not None:
+        return True  # inside a worker (which never starts workers of its own anyway)
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return True
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return True
+    return any(isinstance(node, ast.If) and _is_main_test(node.test) for node in tree.body)
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    if not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and consts == ["__main__"]
 
 
 def _result(future: Future[B]) -> B:
