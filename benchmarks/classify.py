@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         pretrained=args.pretrained,
         data=dataclasses.replace(data, max_train=args.max_train),
         classifier=dataclasses.replace(cfg.classifier, task=task),  # type: ignore[arg-type]
+        overwrite=True,  # the benchmark's own working directory: a rerun replaces it
     )
     report = run_pipeline(cfg)
     test, base, times = report["test"], report["baseline"], report["times"]

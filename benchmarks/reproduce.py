@@ -326,7 +326,8 @@ def pretrained_lm(
             return target, "reused"
     stage = budget.pretrain.reading(backwards)
     t0 = time.perf_counter()
-    train_language_model(dataclasses.replace(stage, out_dir=str(target)))
+    # The harness owns its working directories: a rerun replaces them.
+    train_language_model(dataclasses.replace(stage, out_dir=str(target), overwrite=True))
     return target, time.perf_counter() - t0
 
 
@@ -337,7 +338,9 @@ def finetune_lm(stage: LMStageConfig, pretrained: Path, texts: Sequence[str], ou
     # One document per line: the LM corpus reader splits plain text on newlines.
     text_file.write_text("\n".join(" ".join(t.split()) for t in texts) + "\n", encoding="utf-8")
     corpus = dataclasses.replace(stage.corpus, train=(str(text_file),), fmt=None)
-    cfg = dataclasses.replace(stage, out_dir=str(out), pretrained=str(pretrained), corpus=corpus)
+    cfg = dataclasses.replace(
+        stage, out_dir=str(out), pretrained=str(pretrained), corpus=corpus, overwrite=True
+    )
     return train_language_model(cfg)
 
 

@@ -576,7 +576,7 @@ def test_multilabel_save_load_predict_and_cli(tmp_path: Path, tiny_lm: Path) -> 
     out = tmp_path / "pred.jsonl"
     for flag, expected in ((["--threshold", "0.3"], at_03), (["--top-k", "1"], top1)):
         args = ["-q", "predict", str(tmp_path / "clf"), "-i", str(inp), "-o", str(out)]
-        assert main([*args, "--device", "cpu", "--chunk", "3", *flag]) == 0
+        assert main([*args, "--device", "cpu", "--chunk", "3", "--overwrite", *flag]) == 0
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["row"] for r in rows] == list(range(1, 11))  # 4 chunks, one numbering
         assert [r["label"] for r in rows] == expected

@@ -336,9 +336,9 @@ def _run(args: argparse.Namespace) -> int:
         from ulmfit.tasks.predict import check_outputs, evaluate_file
 
         dirs = args.model_dir if isinstance(args.model_dir, list) else [args.model_dir]
+        check_outputs([args.data, *dirs], [args.json, args.plot], args.overwrite)
         if args.json is not None and args.json.suffix.lower() != ".json":
             raise ValueError(f"{args.json}: --json writes JSON; give it a .json name")
-        check_outputs([args.data, *dirs], [args.json, args.plot], args.overwrite)
         if args.plot is not None:
             _check_plot_suffix(args.plot)
         metrics, table = evaluate_file(
@@ -376,9 +376,9 @@ def _run(args: argparse.Namespace) -> int:
         from ulmfit.tasks.predict import check_outputs
         from ulmfit.tasks.train_lm import evaluate_language_model
 
+        check_outputs([Path(f) for f in args.files], [args.json], args.overwrite)
         if args.json is not None and args.json.suffix.lower() != ".json":
             raise ValueError(f"{args.json}: --json writes JSON; give it a .json name")
-        check_outputs([Path(f) for f in args.files], [args.json], args.overwrite)
         metrics = evaluate_language_model(
             args.model_dir, args.files, bs=args.bs, bptt=args.bptt, device=args.device
         )

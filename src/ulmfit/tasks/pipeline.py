@@ -81,7 +81,6 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
     if not data.train:
         raise ValueError("[data] train: no labelled training file given")
     _check_outputs(cfg, out, skip_lm_finetuning)
-    out.mkdir(parents=True, exist_ok=True)
 
     # Read the labelled data first: a bad row fails here, before hours of LM training.
     def read(path: str) -> Any:
@@ -140,6 +139,7 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         if held_out is not None and held_out.labels is not None:
             known.encode(held_out.labels, rows=held_out.rows, source=str(path))
 
+    out.mkdir(parents=True, exist_ok=True)  # the data are read: now there is work to keep
     directions = [("", False)] + ([("backward/", True)] if cfg.bidirectional else [])
     clfs: list[TextClassifier] = []
     artifacts: dict[str, str] = {}
