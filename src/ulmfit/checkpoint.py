@@ -20,6 +20,7 @@ What is written, and how (the README's "Guarantees" section says the same for us
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
@@ -27,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -240,6 +242,25 @@ def remove_stale_temporaries(out_dir: Path) -> list[Path]:
     return removed
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    platform or filesystem cannot, and nothing was changed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
 def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
     """Call ``fill(tmp_dir)`` and move the result to ``out_dir`` (replacing an old one).
 
@@ -261,10 +282,13 @@ def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
             for item in out_dir.iterdir():
                 if not (tmp / item.name).exists():
                     os.replace(item, tmp / item.name)
-            # A name of this call's own: two writers never collide on the old copy.
-            old = out_dir.with_name(f".{out_dir.name}.{pid}.{os.urandom(4).hex()}.old")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
+            if _exchange(tmp, out_dir):  # one atomic step: out_dir is never missing
+                old = tmp
+            else:
+                # A name of this call's own: two writers never collide on the old copy.
+                old = out_dir.with_name(f".{out_dir.name}.{pid}.{os.urandom(4).hex()}.old")
+                os.replace(out_dir, old)
+                os.replace(tmp, out_dir)
         else:
             os.replace(tmp, out_dir)
     except BaseException:
