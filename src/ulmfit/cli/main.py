@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", type=Path, help="fastai model file (MODEL.pth)")
     p.add_argument("vocab", type=Path, help="fastai vocabulary pickle (itos, VOCAB.pkl)")
     p.add_argument("out_dir", type=Path, help="model directory to write")
+    _add_overwrite(p)
 
     p = sub.add_parser(
         "evaluate-lm",
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", type=Path, help="directory to write")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--max-shard-mib", type=int, default=16, help="largest file (default 16)")
+    _add_overwrite(p)
     add_data_parser(sub)
     return parser
 
@@ -362,13 +364,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "export-lm":
         from ulmfit.models.io import export_lm
 
-        out = export_lm(args.src, args.dst, args.dtype, args.max_shard_mib)
+        out = export_lm(args.src, args.dst, args.dtype, args.max_shard_mib, args.overwrite)
         print(f"model directory: {out}")
         return 0
     if args.command == "import-fastai":
         from ulmfit.models.fastai_import import import_fastai
 
-        out = import_fastai(args.weights, args.vocab, args.out_dir)
+        out = import_fastai(args.weights, args.vocab, args.out_dir, overwrite=args.overwrite)
         print(f"model directory: {out}")
         return 0
     if args.command == "evaluate-lm":

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ulmfit.checkpoint import CheckpointError, write_dir_atomically
+from ulmfit.checkpoint import CheckpointError, refuse_existing, write_dir_atomically
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.io import write_lm_files
 from ulmfit.models.transfer import transfer_rows
@@ -127,8 +127,11 @@ def import_fastai(
     vocab_path: Path | str,
     out_dir: Path | str,
     tokenizer: TokenizerConfig | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Convert fastai files into a ulmfit language-model directory at ``out_dir``."""
+    """Convert fastai files into a ulmfit language-model directory at ``out_dir``
+    (an existing one is refused unless ``overwrite``)."""
+    refuse_existing(Path(out_dir), overwrite, "model directory")
     sd = load_fastai_weights(weights_path)
     fa_itos = load_fastai_vocab(vocab_path)
     config, state = fastai_to_ulmfit(sd)

@@ -17,6 +17,7 @@ from ulmfit.checkpoint import (
     CheckpointError,
     load_weights,
     read_config,
+    refuse_existing,
     save_weights,
     write_config,
     write_dir_atomically,
@@ -110,12 +111,18 @@ def check_direction(lm: LoadedLM, model_dir: Path | str, backwards: bool, user: 
 
 
 def export_lm(
-    src: Path | str, dst: Path | str, dtype: str = "bf16", max_shard_mib: int = 16
+    src: Path | str,
+    dst: Path | str,
+    dtype: str = "bf16",
+    max_shard_mib: int = 16,
+    overwrite: bool = False,
 ) -> Path:
     """Copy an LM directory for distribution: weights cast (bf16 halves them) and sharded.
 
     The training state is left behind: an exported model is for fine-tuning, not resuming.
+    An existing ``dst`` is refused unless ``overwrite``.
     """
+    refuse_existing(Path(dst), overwrite, "model directory")
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if dtype not in dtypes:
         raise ValueError(f"export dtype must be one of {sorted(dtypes)}, got {dtype!r}")
