@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 import ulmfit.tasks.classify as classify_mod
-from ulmfit.checkpoint import write_dir_atomically
+from ulmfit.checkpoint import OutputExistsError, write_dir_atomically
 from ulmfit.cli.main import main
 from ulmfit.data.classification import read_labelled
 from ulmfit.data.lm import LMDataConfig
@@ -232,6 +232,11 @@ def test_trec6_pipeline_beats_majority_baseline(
     assert (tmp_path / "run/evaluation.png").exists()
     saved = json.loads((tmp_path / "run/report.json").read_text())
     assert saved["test"]["error_rate"] == err
+    # A finished run leaves no temporary file or folder behind, and a second run into the
+    # same directory is refused before it reads anything (--overwrite replaces it).
+    assert [p for p in (tmp_path / "run").rglob(".*")] == []
+    with pytest.raises(OutputExistsError, match=r"run/classifier.*--overwrite"):
+        run_pipeline(cfg)
 
 
 def test_reuters_three_stages_beat_the_top_label_baseline(
@@ -595,7 +600,21 @@ def test_multilabel_save_load_predict_and_cli(tmp_path: Path, tiny_lm: Path) -> 
     dirs = [str(tmp_path / "clf"), str(tmp_path / "clf2")]
     for order in (dirs, dirs[::-1]):
         assert (
-            main(["-q", "predict", *order, "-i", str(inp), "-o", str(out), "--device", "cpu"]) == 0
+            main(
+                [
+                    "-q",
+                    "predict",
+                    *order,
+                    "-i",
+                    str(inp),
+                    "-o",
+                    str(out),
+                    "--device",
+                    "cpu",
+                    "--overwrite",
+                ]
+            )
+            == 0
         )
         assert [json.loads(line)["label"] for line in out.read_text().splitlines()] == at_mean
 
