@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.backbone import KINDS, EncoderConfig
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel, masked_concat_pool
 from ulmfit.training.param_groups import set_trainable
 
 
-def tiny(max_len: int = 12, bptt: int = 5, **kw: object) -> TextClassifierModel:
+def tiny(
+    max_len: int = 12, bptt: int = 5, kind: str = "awd_lstm", **kw: object
+) -> TextClassifierModel:
     torch.manual_seed(0)
-    enc = AWDLSTMConfig(vocab_size=60, emb_size=8, hidden_size=10, n_layers=2)
+    enc = EncoderConfig(kind=kind, vocab_size=60, emb_size=8, hidden_size=10, n_layers=2)
     cfg = ClassifierConfig(n_classes=3, bptt=bptt, max_len=max_len, encoder=enc, **kw)  # type: ignore[arg-type]
     return TextClassifierModel(cfg)
 
@@ -24,17 +26,19 @@ def test_masked_concat_pool_ignores_padding() -> None:
     assert pooled.tolist() == [[3.0, 5.0, 3.0], [2.0, 2.0, 2.0]]
 
 
-def test_head_shapes() -> None:
-    model = tiny()
+@pytest.mark.parametrize("kind", KINDS)
+def test_head_shapes(kind: str) -> None:
+    model = tiny(kind=kind)
     out = model(torch.randint(2, 60, (4, 9)), torch.tensor([9, 3, 5, 1]))
     assert out.logits.shape == (4, 3)
     assert out.pooled.shape == (4, 24)
-    assert len(model.layer_groups()) == 4  # embedding, 2 LSTM layers, head
+    assert len(model.layer_groups()) == 4  # embedding, 2 layers, head
 
 
 @pytest.mark.parametrize("length", [4, 12, 40])  # shorter than, equal to and longer than max_len
-def test_padding_invariance(length: int) -> None:
-    model = tiny().eval()
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_invariance(length: int, kind: str) -> None:
+    model = tiny(kind=kind).eval()
     torch.manual_seed(1)
     doc = torch.randint(2, 60, (length,))
     alone = model(doc[None], torch.tensor([length])).logits
@@ -48,8 +52,9 @@ def test_padding_invariance(length: int) -> None:
     torch.testing.assert_close(in_batch, alone[0], rtol=0, atol=1e-6)
 
 
-def test_bpt3c_gradients_reach_only_the_kept_window() -> None:
-    model = tiny(max_len=10, bptt=5).train()
+@pytest.mark.parametrize("kind", KINDS)
+def test_bpt3c_gradients_reach_only_the_kept_window(kind: str) -> None:
+    model = tiny(max_len=10, bptt=5, kind=kind).train()
     # 500 tokens = 50 x max_len; the prefix uses ids 10..29, the last 10 tokens ids 40..49.
     prefix = torch.randint(10, 30, (490,))
     window = torch.arange(40, 50)
@@ -75,31 +80,35 @@ def _saved_bytes(model: TextClassifierModel, length: int) -> int:
     return total
 
 
-def test_bpt3c_memory_is_bounded_by_max_len() -> None:
-    model = tiny(max_len=20, bptt=5).train()
+@pytest.mark.parametrize("kind", KINDS)
+def test_bpt3c_memory_is_bounded_by_max_len(kind: str) -> None:
+    model = tiny(max_len=20, bptt=5, kind=kind).train()
     short, long = _saved_bytes(model, 40), _saved_bytes(model, 1000)  # 2x and 50x max_len
     # What backward keeps depends on the window, not the document length
     # (up to the vocab-size embedding-dropout mask, the same for both).
     assert long <= short * 1.05
 
 
-def test_gradual_unfreezing_on_classifier_groups() -> None:
-    model = tiny()
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradual_unfreezing_on_classifier_groups(kind: str) -> None:
+    model = tiny(kind=kind)
     groups = model.layer_groups()
     set_trainable(groups, 1)
     assert all(p.requires_grad for p in model.head.parameters())
     assert not any(p.requires_grad for p in model.encoder.parameters())
     set_trainable(groups, 2)
-    assert all(p.requires_grad for p in model.encoder.rnns[1].parameters())
-    assert not any(p.requires_grad for p in model.encoder.rnns[0].parameters())
+    layer0, layer1 = model.encoder.layer_groups()[1:]
+    assert all(p.requires_grad for p in layer1)
+    assert not any(p.requires_grad for p in layer0)
     assert not model.encoder.embedding.weight.requires_grad
     set_trainable(groups, len(groups))
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_wider_padding_changes_nothing() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_wider_padding_changes_nothing(kind: str) -> None:
     """Shapes come from x: padding beyond the longest row (and beyond max_len) is ignored."""
-    model = tiny(max_len=10, bptt=5).eval()
+    model = tiny(max_len=10, bptt=5, kind=kind).eval()
     torch.manual_seed(2)
     lengths = torch.tensor([8, 3, 6])
     tight = torch.full((3, 8), 1)
@@ -112,9 +121,12 @@ def test_wider_padding_changes_nothing() -> None:
     )
 
 
-def test_forward_never_reads_a_tensor_value_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_never_reads_a_tensor_value_on_the_host(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
     """On a GPU each such read (int(t), t.item(), t.tolist()) stalls the host every batch."""
-    model = tiny(max_len=50, bptt=5).train()
+    model = tiny(max_len=50, bptt=5, kind=kind).train()
     x = torch.randint(2, 60, (4, 30))
     lengths = torch.tensor([30, 22, 9, 1])
 

@@ -1,4 +1,5 @@
-"""AWD-LSTM modules: dropout semantics, tying, shapes, state passing, AR/TAR."""
+"""Language-model modules: dropout semantics, tying, shapes, state passing, AR/TAR; the
+behaviour every backbone shares is checked for each kind."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from ulmfit.models.awd_lstm import (
     ar_tar_penalty,
     detach_state,
 )
+from ulmfit.models.backbone import KINDS
 from ulmfit.models.dropout import LockedDropout, WeightDropLSTM, WordEmbedding
+from ulmfit.models.qrnn import QRNNLayer, forget_mult
 
 
 def tiny_config(**kw: object) -> AWDLSTMConfig:
-    base = dict(vocab_size=50, emb_size=8, hidden_size=12, n_layers=3)
+    base: dict[str, object] = dict(vocab_size=50, emb_size=8, hidden_size=12, n_layers=3)
     base.update(kw)
     return AWDLSTMConfig(**base)  # type: ignore[arg-type]
 
@@ -76,27 +79,37 @@ def test_weight_drop_gradient_reaches_raw_weight() -> None:
     assert (g == 0).any() and (g != 0).any()
 
 
-def test_tied_weights_are_one_tensor() -> None:
-    model = AWDLSTMLanguageModel(tiny_config())
+@pytest.mark.parametrize("kind", KINDS)
+def test_tied_weights_are_one_tensor(kind: str) -> None:
+    model = AWDLSTMLanguageModel(tiny_config(kind=kind))
     assert model.decoder.weight is model.encoder.embedding.weight
     n_unique = len({p.data_ptr() for p in model.parameters()})
     assert n_unique == len(list(model.parameters()))  # parameters() lists the tied one once
-    untied = AWDLSTMLanguageModel(tiny_config(tie_weights=False))
+    untied = AWDLSTMLanguageModel(tiny_config(kind=kind, tie_weights=False))
     assert untied.decoder.weight is not untied.encoder.embedding.weight
 
 
-def test_shapes_and_last_layer_returns_to_embedding_size() -> None:
-    cfg = tiny_config()
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_and_last_layer_returns_to_embedding_size(kind: str) -> None:
+    cfg = tiny_config(kind=kind)
     model = AWDLSTMLanguageModel(cfg)
     out = model(torch.randint(0, 50, (3, 11)))
     assert out.logits.shape == (3, 11, 50)
     assert out.output.shape == out.raw_output.shape == (3, 11, 8)
-    assert [tuple(h.shape) for h, _ in out.state] == [(1, 3, 12), (1, 3, 12), (1, 3, 8)]
+    # LSTM: (h, c) per layer; QRNN: (last input, c) per layer.
+    last = [tuple(t.shape) for t in (s[-1] for s in out.state)]
+    assert last == [(1, 3, 12), (1, 3, 12), (1, 3, 8)]
+    assert (
+        type(model.encoder).__name__ == {"awd_lstm": "AWDLSTMEncoder", "qrnn": "QRNNEncoder"}[kind]
+    )
+    groups = model.layer_groups()
+    assert len(groups) == 4 and groups[-1][0] is model.encoder.embedding.weight
 
 
-def test_state_passed_in_and_returned_continues_the_sequence() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_passed_in_and_returned_continues_the_sequence(kind: str) -> None:
     torch.manual_seed(0)
-    model = AWDLSTMLanguageModel(tiny_config()).eval()
+    model = AWDLSTMLanguageModel(tiny_config(kind=kind)).eval()
     ids = torch.randint(0, 50, (2, 10))
     whole = model(ids).logits
     first = model(ids[:, :4])
@@ -115,8 +128,9 @@ def test_dropouts_scale_with_drop_mult_and_are_validated() -> None:
         AWDLSTMLanguageModel(AWDLSTMConfig())
 
 
-def test_eval_mode_is_deterministic_and_train_mode_is_not() -> None:
-    model = AWDLSTMLanguageModel(tiny_config())
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_mode_is_deterministic_and_train_mode_is_not(kind: str) -> None:
+    model = AWDLSTMLanguageModel(tiny_config(kind=kind))
     ids = torch.randint(0, 50, (2, 9))
     model.eval()
     assert torch.equal(model(ids).logits, model(ids).logits)
@@ -147,3 +161,44 @@ def test_default_config_is_ulmfits_language_model() -> None:
     dropouts = (cfg.input_p, cfg.embed_p, cfg.weight_p, cfg.hidden_p, cfg.output_p)
     assert dropouts == (0.25, 0.02, 0.2, 0.15, 0.1) and cfg.drop_mult == 1.0
     assert cfg.layer_sizes() == [(400, 1152), (1152, 1152), (1152, 400)]
+
+
+def test_qrnn_fo_pooling_matches_the_recurrence_written_out() -> None:
+    torch.manual_seed(0)
+    f, z, c0 = torch.rand(2, 7, 3), torch.randn(2, 7, 3), torch.randn(2, 3)
+    expected, c = [], c0
+    for t in range(7):
+        c = f[:, t] * c + (1 - f[:, t]) * z[:, t]
+        expected.append(c)
+    torch.testing.assert_close(forget_mult(f, z, c0), torch.stack(expected, 1))
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_qrnn_gates_see_only_the_current_and_previous_token(window: int) -> None:
+    """Causal: changing token t changes outputs from t on, never before; with window 2 the
+    gate of t+1 reads token t directly (not only through c)."""
+    torch.manual_seed(0)
+    layer = QRNNLayer(4, 5, window, weight_p=0.0).eval()
+    x = torch.randn(1, 8, 4)
+    y = x.clone()
+    y[0, 3] += 1.0
+    hx, _ = layer(x)
+    hy, _ = layer(y)
+    assert torch.equal(hx[:, :3], hy[:, :3]) and not torch.equal(hx[:, 3], hy[:, 3])
+    # The carried state (last input, last c) continues the sequence exactly.
+    first = layer(x[:, :5])
+    second, _ = layer(x[:, 5:], first[1])
+    torch.testing.assert_close(torch.cat([first[0], second], 1), hx, rtol=0, atol=1e-6)
+
+
+def test_qrnn_dropconnect_drops_gate_weights_in_train_only() -> None:
+    torch.manual_seed(0)
+    layer = QRNNLayer(4, 5, 2, weight_p=0.5)
+    x = torch.randn(2, 6, 4)
+    layer.train()
+    assert not torch.equal(layer(x)[0], layer(x)[0])
+    layer.eval()
+    assert torch.equal(layer(x)[0], layer(x)[0])
+    layer.train()
+    layer(x)[0].sum().backward()
+    assert layer.linear.weight.grad is not None and layer.linear.weight.grad.abs().sum() > 0

@@ -22,6 +22,7 @@ from ulmfit.cli.main import main
 from ulmfit.data.lm import LMDataConfig
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.backbone import KINDS
 from ulmfit.models.io import load_lm, write_lm_files
 from ulmfit.tasks.lm import LMTask
 from ulmfit.tasks.train_lm import (
@@ -84,7 +85,10 @@ def unigram_perplexity(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: 
     return float(math.exp(-logp[test_ids].mean()))
 
 
-def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_data: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_learns_real_text_far_below_unigram_perplexity(
+    tmp_path: Path, shared_data: Path, kind: str
+) -> None:
     wt2 = shared_data / "wikitext/wikitext-2"
     cfg = stage(
         tmp_path,
@@ -95,7 +99,7 @@ def test_learns_real_text_far_below_unigram_perplexity(tmp_path: Path, shared_da
             n_workers=2,
             cache_dir=str(tmp_path / "cache"),
         ),
-        model=AWDLSTMConfig(emb_size=64, hidden_size=128, n_layers=2, drop_mult=0.1),
+        model=AWDLSTMConfig(kind=kind, emb_size=64, hidden_size=128, n_layers=2, drop_mult=0.1),  # type: ignore[arg-type]
         vocab=VocabConfig(max_size=6000, min_freq=2),
         data=LMDataConfig(bs=16, bptt=35),
         train=TrainConfig(epochs=2, lr=3e-2, progress=False, log_every=20),

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ulmfit.models.awd_lstm import State
 from ulmfit.models.classifier import TextClassifierModel, masked_concat_pool
 
 QUANTIZE_DTYPES = ("int8",)
@@ -72,30 +71,24 @@ def quantize_int8(model: TextClassifierModel) -> TextClassifierModel:
             "int8 inference is not available"
         )
     try:
-        from torch.ao.nn.quantized.dynamic import LSTM as QLSTM
         from torch.ao.quantization import quantize_dynamic
     except ImportError as e:  # removed in a future PyTorch (it moves to torchao)
         raise RuntimeError(
             f"int8 quantisation needs torch.ao.quantization.quantize_dynamic ({e})"
         ) from e
+    types = set(model.encoder.int8_types)
+    if not types:
+        raise ValueError(f"int8 inference is not available for the {model.encoder.kind} backbone")
     with warnings.catch_warnings():
         for message in _DEPRECATION_MESSAGES:
             warnings.filterwarnings("ignore", message=message)
-        # quantize_dynamic swaps modules by exact type: nn.LSTM and nn.Linear.
-        q = quantize_dynamic(model.eval(), {nn.LSTM, nn.Linear}, dtype=torch.qint8, inplace=False)
-    for rnn in q.encoder.rnns:
-        if not isinstance(rnn.lstm, QLSTM):
-            raise RuntimeError(f"quantize_dynamic left {type(rnn.lstm).__name__} unquantised")
+        # quantize_dynamic swaps modules by exact type (nn.LSTM, nn.Linear).
+        q = quantize_dynamic(model.eval(), types | {nn.Linear}, dtype=torch.qint8, inplace=False)
+    left = sorted({type(m).__name__ for m in q.modules() if type(m) in types | {nn.Linear}})
+    if left:
+        raise RuntimeError(f"quantize_dynamic left {left} unquantised")
     assert isinstance(q, TextClassifierModel)
     return q
-
-
-def _sorted_by_window(lengths: Tensor, max_len: int) -> Tensor | None:
-    """The permutation that sorts rows longest window first, or None if they already are."""
-    window = lengths.clamp(min=1, max=max_len)
-    if bool((window[:-1] >= window[1:]).all()):
-        return None
-    return torch.argsort(window, descending=True, stable=True)
 
 
 def encode_windows(model: TextClassifierModel, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -105,36 +98,7 @@ def encode_windows(model: TextClassifierModel, x: Tensor, lengths: Tensor) -> tu
     each row's window) and the window lengths ``(B,)``, in the input's row order.
     """
     cfg = model.config
-    perm = _sorted_by_window(lengths, cfg.max_len)
-    if perm is not None:
-        sorted_out, sorted_window = encode_windows(model, x[perm], lengths[perm])
-        inv = torch.empty_like(perm)
-        inv[perm] = torch.arange(perm.numel(), device=perm.device)
-        return sorted_out[inv], sorted_window[inv]
-    lengths = lengths.clamp(min=1)
-    prefix = (lengths - cfg.max_len).clamp(min=0)  # tokens read only for the state
-    state: State | None = None
-    if int(prefix.max()) > 0:
-        state = model._read_prefix(x, prefix)  # packed per row: exact for every row
-    window = lengths - prefix  # non-increasing, as lengths are
-    W = int(window[0])
-    cols = prefix[:, None] + torch.arange(W, device=x.device)[None, :]
-    real = cols < lengths[:, None]
-    gathered = x.gather(1, cols.clamp(max=x.size(1) - 1))
-    win_ids = torch.where(real, gathered, torch.full_like(cols, cfg.encoder.pad_id))
-    # One sync for all chunks: how many rows are still reading at each chunk start.
-    starts = list(range(0, W, cfg.bptt))
-    active = (window[None, :] > torch.tensor(starts, device=x.device)[:, None]).sum(1).tolist()
-    out: Tensor | None = None
-    for start, k in zip(starts, active, strict=True):
-        sub = None if state is None else tuple((h[:, :k], c[:, :k]) for h, c in state)
-        enc = model.encoder(win_ids[:k, start : start + cfg.bptt], sub)
-        state = enc.state
-        if out is None:  # dtype from the encoder (autocast may make it bf16)
-            out = enc.raw_output.new_zeros(x.size(0), W, enc.raw_output.size(-1))
-        out[:k, start : start + cfg.bptt] = enc.raw_output
-    assert out is not None
-    return out, window
+    return model.encoder.read_windows(x, lengths, cfg.max_len, cfg.bptt, shrink=True)
 
 
 def classify_logits(model: TextClassifierModel, x: Tensor, lengths: Tensor) -> Tensor:

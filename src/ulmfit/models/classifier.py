@@ -1,13 +1,14 @@
-"""ULMFiT's classifier: the AWD-LSTM encoder read with BPT3C, masked concat pooling, a small head.
+"""ULMFiT's classifier: a backbone reads the document, masked concat pooling, a small head.
 
-BPT3C (back-propagation through time for text classification): a document is read in
-chunks of ``bptt`` tokens with the LSTM state carried across chunks. Only the last
-``max_len`` tokens of each document keep their outputs (for pooling) and gradients;
-the tokens before them run under ``no_grad`` (in chunks of ``max_len``) just to produce
-the state the window starts from. Memory therefore stays bounded by ``batch x max_len``
-for any document length.
+The backbone owns the reading of a long document (``Backbone.read_windows``; for the
+recurrent ones BPT3C, back-propagation through time for text classification): a
+document is read in chunks of ``bptt`` tokens with the state carried across chunks.
+Only the last ``max_len`` tokens of each document keep their outputs (for pooling) and
+gradients; the tokens before them run under ``no_grad`` just to produce the state the
+window starts from. Memory therefore stays bounded by ``batch x max_len`` for any
+document length.
 
-Batches are right-padded. Each row's prefix is packed to its own length, so its state
+Batches are right-padded. Each row's prefix is read to its own length, so its state
 is exact; in the window, padding comes after the real tokens, so real outputs never
 see it; pooling masks it. A document's prediction therefore does not depend on the
 batch it sits in or on how much padding that batch needs.
@@ -21,9 +22,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
-from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMEncoder, State
+from ulmfit.models.backbone import EncoderConfig, build_backbone
 
 TaskKind = Literal["multiclass", "multilabel"]
 
@@ -41,7 +41,7 @@ class ClassifierConfig:
     head_ps: tuple[float, float] = (0.4, 0.1)  # head dropouts, scaled by the encoder's drop_mult
     bptt: int = 70  # tokens per BPT3C chunk
     max_len: int = 1400  # last tokens of a document that are pooled and back-propagated (20 x bptt)
-    encoder: AWDLSTMConfig = field(default_factory=AWDLSTMConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def __post_init__(self) -> None:
         if self.n_classes < 1:
@@ -60,7 +60,7 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
         d = dict(d)
-        enc = AWDLSTMConfig.from_dict(d.pop("encoder"))
+        enc = EncoderConfig.from_dict(d.pop("encoder"))
         return cls(encoder=enc, **d)
 
 
@@ -97,12 +97,12 @@ class LinearBlock(nn.Sequential):
 
 
 class TextClassifierModel(nn.Module):
-    """AWD-LSTM encoder + masked concat pooling + two linear blocks."""
+    """A backbone (the LM's encoder) + masked concat pooling + two linear blocks."""
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = AWDLSTMEncoder(config.encoder)
+        self.encoder = build_backbone(config.encoder)
         emb = config.encoder.emb_size
         mult = config.encoder.drop_mult
         p0, p1 = (p * mult for p in config.head_ps)
@@ -112,76 +112,13 @@ class TextClassifierModel(nn.Module):
         )
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
-        """Embedding, each LSTM layer, the head: lowest first (for discriminative LR)."""
-        groups = [list(self.encoder.embedding.parameters())]
-        groups += [list(rnn.parameters()) for rnn in self.encoder.rnns]
-        groups.append(list(self.head.parameters()))
-        return groups
+        """The backbone's groups (embedding, each layer), then the head: lowest first."""
+        return [*self.encoder.layer_groups(), list(self.head.parameters())]
 
     def encode(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """BPT3C over a right-padded batch ``x (B, T)``; returns window outputs and lengths.
-
-        The window of row ``i`` is its last ``min(len_i, max_len)`` tokens, left-aligned
-        in a ``(B, W, E)`` tensor (W = the longest window in the batch).
-        """
-        lengths = lengths.clamp(min=1)
-        max_len = self.config.max_len
-        prefix = (lengths - max_len).clamp(min=0)  # (B,) tokens read without gradient
-        state: State | None = None
-        # Shapes come from x, not from lengths: reading a GPU tensor's value would stall
-        # the host once per batch. No row is longer than x, so W bounds every window; a
-        # wider x than needed only adds pad steps after the real ones, which the causal
-        # LSTM and the masked pooling ignore.
-        if x.size(1) > max_len:
-            state = self._read_prefix(x, prefix)
-        window = lengths - prefix  # (B,) in [1, max_len]
-        W = min(x.size(1), max_len)
-        # Gather each row's window to the left: positions prefix_i + j, j < W (pad beyond).
-        cols = prefix[:, None] + torch.arange(W, device=x.device)[None, :]  # (B, W)
-        real = cols < lengths[:, None]
-        gathered = x.gather(1, cols.clamp(max=x.size(1) - 1))
-        win_ids = torch.where(real, gathered, torch.full_like(cols, self.config.encoder.pad_id))
-        outs = []
-        for start in range(0, W, self.config.bptt):
-            enc = self.encoder(win_ids[:, start : start + self.config.bptt], state)
-            state = enc.state
-            outs.append(enc.raw_output)
-        return torch.cat(outs, 1), window  # (B, W, E), (B,)
-
-    @torch.no_grad()
-    def _read_prefix(self, x: Tensor, prefix: Tensor) -> State:
-        """The state after each row's first ``prefix_i`` tokens (exact per row, no gradient)."""
-        state = self.encoder.init_state(x.size(0))
-        # Without gradients nothing is kept between chunks, so read max_len at a time:
-        # the same memory bound as the window, far fewer kernel launches than bptt.
-        bptt = max(self.config.bptt, self.config.max_len)
-        # Long documents only: one host read of the longest prefix, then no-grad chunks.
-        for start in range(0, int(prefix.max()), bptt):
-            n = (prefix - start).clamp(min=0, max=bptt)  # (B,) real tokens of each row here
-            active = (n > 0).nonzero().squeeze(1)
-            chunk = x[active, start : start + bptt]
-            sub = tuple((h[:, active], c[:, active]) for h, c in state)
-            new = self._run_packed(chunk, n[active], sub)
-            state = tuple(
-                (h.index_copy(1, active, nh), c.index_copy(1, active, nc))
-                for (h, c), (nh, nc) in zip(state, new, strict=True)
-            )
-        return state
-
-    def _run_packed(self, ids: Tensor, lengths: Tensor, state: State) -> State:
-        enc = self.encoder
-        x = enc.input_dp(enc.embedding(ids))
-        new_state = []
-        for i, rnn in enumerate(enc.rnns):
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, layer_state = rnn(packed, state[i])
-            new_state.append(layer_state)
-            x, _ = torch.nn.utils.rnn.pad_packed_sequence(
-                out, batch_first=True, total_length=ids.size(1)
-            )
-            if i < len(enc.hidden_dps):
-                x = enc.hidden_dps[i](x)
-        return tuple(new_state)
+        """The backbone's reading of right-padded ``x (B, T)``: window outputs ``(B, W, E)``
+        (each row's last ``min(len, max_len)`` tokens, left-aligned) and their lengths."""
+        return self.encoder.read_windows(x, lengths, self.config.max_len, self.config.bptt)
 
     def forward(self, x: Tensor, lengths: Tensor) -> ClassifierOutput:
         """``x`` right-padded ``(B, T)`` token ids, ``lengths (B,)``; logits ``(B, C)``."""

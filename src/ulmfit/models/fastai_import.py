@@ -96,6 +96,10 @@ def fastai_to_ulmfit(sd: dict[str, Tensor]) -> tuple[AWDLSTMConfig, dict[str, Te
 
 def ulmfit_to_fastai(model: AWDLSTMLanguageModel) -> dict[str, Tensor]:
     """fastai's key layout for our LM (for export, and to test the import both ways)."""
+    if model.config.kind != "awd_lstm":
+        raise ValueError(
+            f"fastai's layout holds an AWD-LSTM; this model's backbone is {model.config.kind!r}"
+        )
     sd = model.state_dict()
     out = {"0.encoder.weight": sd["encoder.embedding.weight"]}
     out["0.encoder_dp.emb.weight"] = sd["encoder.embedding.weight"]

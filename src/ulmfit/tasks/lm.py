@@ -11,13 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from ulmfit.data.lm import LMBatch, LMStream
-from ulmfit.models.awd_lstm import (
-    AWDLSTMLanguageModel,
-    State,
-    ar_tar_penalty,
-    detach_state,
-    lm_loss,
-)
+from ulmfit.models.backbone import State, detach_state, state_from_tensors, state_to_tensors
+from ulmfit.models.language_model import LanguageModel, ar_tar_penalty, lm_loss
 from ulmfit.training import distributed
 from ulmfit.training.loop import StepOutput
 
@@ -27,7 +22,7 @@ class LMTask:
 
     def __init__(
         self,
-        model: AWDLSTMLanguageModel,
+        model: LanguageModel,
         train: LMStream,
         valid: LMStream | None,
         *,
@@ -72,18 +67,14 @@ class LMTask:
             self._save_files(model_dir)
 
     def carry_to_tensors(self, carry: State) -> dict[str, Tensor]:
-        out = {}
-        for i, (h, c) in enumerate(carry):
-            out[f"{i}.h"], out[f"{i}.c"] = h, c
-        return out
+        return state_to_tensors(carry, self.model.encoder.state_names)
 
     def carry_from_tensors(self, tensors: Mapping[str, Tensor]) -> State:
-        n = len(tensors) // 2
-        return tuple((tensors[f"{i}.h"], tensors[f"{i}.c"]) for i in range(n))
+        return state_from_tensors(dict(tensors), self.model.encoder.state_names)
 
 
 @torch.inference_mode()
-def evaluate_lm(model: AWDLSTMLanguageModel, stream: LMStream) -> dict[str, float]:
+def evaluate_lm(model: LanguageModel, stream: LMStream) -> dict[str, float]:
     """Loss, accuracy and perplexity of ``model`` on ``stream`` (fixed bptt, state carried).
 
     A stream that is one rank's share (``world_size > 1``) is summed over the ranks.

@@ -18,6 +18,7 @@ import torch
 from ulmfit.checkpoint import (
     CONFIG_FILE,
     VOCAB_FILE,
+    CheckpointError,
     OutputExistsError,
     load_training_state,
     read_config,
@@ -258,7 +259,14 @@ def _build_model(
         return AWDLSTMLanguageModel(cfg.model.replace(vocab_size=len(vocab)))
     # Stage 2: the pretrained architecture, this stage's dropouts, the target vocabulary.
     sizes = pre.model.config
+    if cfg.model.kind not in (sizes.kind, AWDLSTMConfig().kind):
+        raise CheckpointError(
+            f"{Path(str(cfg.pretrained)) / CONFIG_FILE}: holds a {sizes.kind!r} language model, "
+            f"but [model] kind is {cfg.model.kind!r}; stage 2 fine-tunes the pretrained kind"
+        )
     model_cfg = cfg.model.replace(
+        kind=sizes.kind,
+        window=sizes.window,
         vocab_size=len(vocab),
         emb_size=sizes.emb_size,
         hidden_size=sizes.hidden_size,

@@ -1,0 +1,144 @@
+"""QRNN (Bradbury et al. 2017) as MultiFiT (Eisenschlos et al. 2019) used it: pure PyTorch.
+
+Each layer computes its three gates for every position at once, from the current token
+and (window 2) the previous one: a masked causal convolution over time, written as one
+matrix product over ``[x_{t-1}, x_t]``. Only the element-wise recurrence
+
+    c_t = f_t * c_{t-1} + (1 - f_t) * z_t,    h_t = o_t * c_t       (fo-pooling)
+
+runs step by step, so a layer costs one large matmul plus ``T`` cheap updates, where an
+LSTM runs a matmul at every step. DropConnect drops gate weights; the embedding, locked
+and hidden dropouts are the AWD-LSTM's. The state a layer carries to the next batch is
+its last input (for the window) and its last ``c``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ulmfit.models.backbone import (
+    EncoderConfig,
+    EncoderOutput,
+    RecurrentBackbone,
+    State,
+    register,
+)
+from ulmfit.models.dropout import LockedDropout, WordEmbedding
+
+
+def forget_mult(f: Tensor, z: Tensor, c0: Tensor) -> Tensor:
+    """``c_t = f_t * c_{t-1} + (1 - f_t) * z_t`` over ``T``: ``f, z (B, T, H)``, ``c0 (B, H)``.
+
+    A loop over time of fused element-wise updates: exact (no division by running
+    products that underflow, as a closed-form scan needs).
+    """
+    fz = (1 - f) * z
+    c = c0
+    out = []
+    for t in range(f.size(1)):
+        c = torch.addcmul(fz[:, t], f[:, t], c)
+        out.append(c)
+    return torch.stack(out, 1)
+
+
+class QRNNLayer(nn.Module):
+    """One QRNN layer: gates from a window of ``window`` tokens, then fo-pooling."""
+
+    def __init__(self, n_in: int, n_out: int, window: int, weight_p: float) -> None:
+        super().__init__()
+        self.n_in, self.n_out, self.window, self.weight_p = n_in, n_out, window, weight_p
+        self.linear = nn.Linear(window * n_in, 3 * n_out)
+
+    def run(self, x: Tensor, state: tuple[Tensor, ...] | None) -> tuple[Tensor, Tensor]:
+        """Outputs ``h (B, T, H)`` and every step's ``c (B, T, H)``."""
+        B = x.size(0)
+        if self.window == 2:
+            prev = x.new_zeros(B, 1, self.n_in) if state is None else state[0].transpose(0, 1)
+            x = torch.cat([torch.cat([prev.to(x.dtype), x[:, :-1]], 1), x], -1)
+        if self.training and self.weight_p > 0.0:
+            w = F.dropout(self.linear.weight, self.weight_p, training=True)
+            gates = F.linear(x, w, self.linear.bias)
+        else:
+            gates = self.linear(x)  # a module call: dynamic int8 can swap it
+        z, f, o = gates.chunk(3, -1)
+        z, f, o = torch.tanh(z), torch.sigmoid(f), torch.sigmoid(o)
+        c0 = z.new_zeros(B, self.n_out) if state is None else state[1][0].to(z.dtype)
+        c = forget_mult(f, z, c0)
+        return o * c, c
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, ...] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h, c = self.run(x, state)
+        return h, (x[:, -1:].transpose(0, 1), c[:, -1].unsqueeze(0))
+
+    def extra_repr(self) -> str:
+        return f"{self.n_in}, {self.n_out}, window={self.window}, weight_p={self.weight_p}"
+
+
+@register
+class QRNNEncoder(RecurrentBackbone):
+    """Embedding -> [locked dropout -> QRNN layer] x n_layers -> locked dropout."""
+
+    kind = "qrnn"
+    state_names = ("x", "c")
+    int8_types = (nn.Linear,)
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = WordEmbedding(
+            config.vocab_size, config.emb_size, config.pad_id, config.p("embed_p")
+        )
+        self.input_dp = LockedDropout(config.p("input_p"))
+        self.layers = nn.ModuleList(
+            QRNNLayer(n_in, n_out, config.window, config.p("weight_p"))
+            for n_in, n_out in config.layer_sizes()
+        )
+        self.hidden_dps = nn.ModuleList(
+            LockedDropout(config.p("hidden_p")) for _ in range(config.n_layers - 1)
+        )
+        self.output_dp = LockedDropout(config.p("output_p"))
+
+    def init_state(self, batch_size: int) -> State:
+        w = self.embedding.weight
+        return tuple(
+            (w.new_zeros(1, batch_size, n_in), w.new_zeros(1, batch_size, n_out))
+            for n_in, n_out in self.config.layer_sizes()
+        )
+
+    def forward(self, ids: Tensor, state: State | None = None) -> EncoderOutput:
+        x = self.input_dp(self.embedding(ids))
+        new_state = []
+        for i, layer in enumerate(self.layers):
+            x, new = layer(x, None if state is None else state[i])
+            new_state.append(new)
+            if i < len(self.hidden_dps):
+                x = self.hidden_dps[i](x)
+        return EncoderOutput(self.output_dp(x), x, tuple(new_state))
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return [list(self.embedding.parameters())] + [list(m.parameters()) for m in self.layers]
+
+    def read_exact(self, ids: Tensor, lengths: Tensor, state: State) -> State:
+        # Causal: positions before a row's length never see the padding after it, so the
+        # state is read at position length - 1 of each row.
+        rows = torch.arange(ids.size(0), device=ids.device)
+        last = lengths.to(ids.device) - 1
+        x = self.input_dp(self.embedding(ids))
+        new_state = []
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer, QRNNLayer)
+            h, c = layer.run(x, state[i])
+            new_state.append((x[rows, last].unsqueeze(0), c[rows, last].unsqueeze(0)))
+            x = self.hidden_dps[i](h) if i < len(self.hidden_dps) else h
+        return tuple(new_state)
+
+
+#: MultiFiT's QRNN (Eisenschlos et al. 2019): 4 layers of 1550, 400-d embeddings, used with
+#: a SentencePiece vocabulary of 15k pieces.
+MULTIFIT = EncoderConfig(kind="qrnn", emb_size=400, hidden_size=1550, n_layers=4)
+#: A QRNN a 2-core CPU trains in minutes.
+SMALL = EncoderConfig(kind="qrnn", emb_size=64, hidden_size=256, n_layers=3)
