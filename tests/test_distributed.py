@@ -32,6 +32,7 @@ from ulmfit.data.classification import ClassificationBatches, read_labelled
 from ulmfit.data.lm import LMDataConfig, LMStream
 from ulmfit.inference import classify_logits
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.backbone import KINDS
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
 from ulmfit.models.io import write_lm_files
 from ulmfit.tasks import classify
@@ -56,11 +57,15 @@ def corpus() -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_lm(
-    rank: int, world_size: int, out: Path | None, grad_accum: int = 1
+    rank: int,
+    world_size: int,
+    out: Path | None,
+    grad_accum: int = 1,
+    config: AWDLSTMConfig = CONFIG,
 ) -> tuple[dict[str, torch.Tensor], list]:
     """One epoch (about 50 batches) on the global batch, split over ``world_size`` ranks."""
     torch.manual_seed(0)
-    model = AWDLSTMLanguageModel(CONFIG)
+    model = AWDLSTMLanguageModel(config)
     data = LMDataConfig(bs=GLOBAL_BS // world_size, bptt=10)
     stream = LMStream(*corpus(), data, train=True, seed=3, rank=rank, world_size=world_size)
     cfg = TrainConfig(lr=1e-2, progress=False, log_every=5, grad_accum=grad_accum)
@@ -177,6 +182,20 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     (Path(out) / f"threads{rank}.json").write_text(json.dumps(_gloo_threads()))
 
 
+def _backbone_worker(rank: int, world_size: int, port: int, out: str, kind: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    clean = False
+    try:
+        torch.set_num_threads(1)
+        lm, history = train_lm(rank, world_size, None, config=CONFIG.replace(kind=kind))
+        save_file(lm, str(Path(out) / f"lm{rank}.safetensors"))
+        (Path(out) / f"history{rank}.json").write_text(json.dumps(history))
+        clean = True
+    finally:
+        distributed.shutdown(clean)
+
+
 def _gloo_threads(wait_s: float = 5.0) -> list[str] | None:
     """This process's gloo threads once they have had ``wait_s`` to end (None: no /proc)."""
     tasks = Path("/proc/self/task")
@@ -271,6 +290,23 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     start = AWDLSTMLanguageModel(CONFIG).state_dict()
     key = "encoder.rnns.0.lstm.weight_hh_l0"
     assert not torch.allclose(start[key], lm_single[key])
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "awd_lstm"])  # AWD-LSTM: above
+def test_ddp_matches_one_process_for_each_backbone(tmp_path: Path, kind: str) -> None:
+    torch.set_num_threads(1)
+    single, single_history = train_lm(0, 1, None, config=CONFIG.replace(kind=kind))
+    mp.spawn(_backbone_worker, args=(2, _free_port(), str(tmp_path), kind), nprocs=2, join=True)
+    for rank in (0, 1):
+        ddp = load_file(str(tmp_path / f"lm{rank}.safetensors"))
+        for k, v in single.items():
+            torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=f"{kind} {k}")
+        history = json.loads((tmp_path / f"history{rank}.json").read_text())
+        want = _epoch_row(single_history)["train_loss"]
+        assert abs(_epoch_row(history)["train_loss"] - want) < 1e-4 * abs(want)
+    torch.manual_seed(0)
+    start = AWDLSTMLanguageModel(CONFIG.replace(kind=kind)).state_dict()
+    assert any(not torch.allclose(start[k], single[k]) for k in start)
 
 
 def test_torchrun_pretrain_matches_one_process(tmp_path: Path, shared_data: Path) -> None:
