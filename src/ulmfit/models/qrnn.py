@@ -14,6 +14,8 @@ its last input (for the window) and its last ``c``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,12 +30,57 @@ from ulmfit.models.backbone import (
 from ulmfit.models.dropout import LockedDropout, WordEmbedding
 
 
+class _ForgetMult(torch.autograd.Function):
+    """fo-pooling with its backward written out: two loops over time of in-place fused
+    updates on contiguous ``(B, H)`` slices, where autograd would record (and later walk)
+    three nodes per step."""
+
+    @staticmethod
+    def forward(ctx: Any, f: Tensor, z: Tensor, c0: Tensor) -> Tensor:
+        ft = f.transpose(0, 1).contiguous()  # (T, B, H): each step a contiguous slice
+        c = ((1 - f) * z).transpose(0, 1).contiguous()  # (1 - f_t) z_t, overwritten by c_t
+        prev = c0
+        for t in range(c.size(0)):
+            torch.addcmul(c[t], ft[t], prev, out=c[t])
+            prev = c[t]
+        ctx.save_for_backward(ft, z, c, c0)
+        return c.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        ft, z, c, c0 = ctx.saved_tensors
+        dc = grad.transpose(0, 1).contiguous()  # becomes dL/dc_t, through later steps too
+        for t in range(dc.size(0) - 2, -1, -1):
+            torch.addcmul(dc[t], ft[t + 1], dc[t + 1], out=dc[t])
+        c_prev = torch.cat([c0[None], c[:-1]])
+        df = (dc * (c_prev - z.transpose(0, 1))).transpose(0, 1)
+        dz = (dc * (1 - ft)).transpose(0, 1)
+        return df, dz, dc[0] * ft[0]
+
+
 def forget_mult(f: Tensor, z: Tensor, c0: Tensor) -> Tensor:
     """``c_t = f_t * c_{t-1} + (1 - f_t) * z_t`` over ``T``: ``f, z (B, T, H)``, ``c0 (B, H)``.
 
-    A loop over time of fused element-wise updates: exact (no division by running
-    products that underflow, as a closed-form scan needs).
+    A loop over time of fused element-wise updates, exact (a closed-form scan divides by
+    running products that underflow: ``benchmarks/backbones.py`` times one), with its
+    gradient written out by hand (:class:`_ForgetMult`).
     """
+    if not (f.requires_grad or z.requires_grad or c0.requires_grad):
+        return _ForgetMult.forward(_NoCtx(), f, z, c0)
+    out: Tensor = _ForgetMult.apply(f, z, c0)
+    return out
+
+
+class _NoCtx:
+    """Stands in for autograd's context when nothing needs a gradient."""
+
+    def save_for_backward(self, *tensors: Tensor) -> None:
+        pass
+
+
+def forget_mult_autograd(f: Tensor, z: Tensor, c0: Tensor) -> Tensor:
+    """The same recurrence left to autograd: the reference the hand-written one is tested
+    against (and timed against in ``benchmarks/backbones.py``)."""
     fz = (1 - f) * z
     c = c0
     out = []
