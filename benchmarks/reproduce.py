@@ -74,6 +74,7 @@ from ulmfit.data.lm import LMDataConfig
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.datasets import DatasetSplit, data_dir, dataset_spec, load_dataset, load_splits
 from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.backbone import KINDS
 from ulmfit.models.io import check_direction, load_lm
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, UnfreezeStage
@@ -216,6 +217,19 @@ def tiny_budget(root: Path) -> Budget:
 
 
 BUDGETS = {"smoke": smoke_budget, "full": full_budget, "tiny": tiny_budget}
+
+
+def with_kind(budget: Budget, kind: str) -> Budget:
+    """The budget with another backbone of the same sizes: stage 1 trains its own LM (the
+    reusable one is an AWD-LSTM), under a name of its own."""
+    model = budget.pretrain.model.replace(kind=kind)
+    return dataclasses.replace(
+        budget,
+        name=f"{budget.name}-{kind}",
+        pretrain=dataclasses.replace(budget.pretrain, model=model),
+        reuse_lm=None,
+        description=f"{budget.description}; backbone {kind} of the same sizes",
+    )
 
 
 def with_lm_epochs(budget: Budget, epochs: int) -> Budget:
@@ -483,13 +497,14 @@ def _fmt_time(v: float | str) -> str:
 
 
 def _lm_summary(pretrained: Path | None) -> tuple[str, float]:
-    """'64/256x3' and the pretraining corpus size in tokens (0 when unknown)."""
+    """'64/256x3 AWD-LSTM' and the pretraining corpus size in tokens (0 when unknown)."""
     if pretrained is None or not _is_lm_dir(pretrained):
         return "?", 0.0
     cfg = json.loads((pretrained / "config.json").read_text())
     m = cfg["model"]
     tokens = float(cfg.get("corpus_stats", {}).get("train_tokens", 0))
-    return f"{m['emb_size']}/{m['hidden_size']}x{m['n_layers']}", tokens
+    name = {"awd_lstm": "AWD-LSTM", "qrnn": "QRNN"}.get(m.get("kind", "awd_lstm"), m.get("kind"))
+    return f"{m['emb_size']}/{m['hidden_size']}x{m['n_layers']} {name}", tokens
 
 
 def note(
@@ -522,9 +537,9 @@ def note(
         amount = f"{tokens / 1e6:.1f}M" if tokens >= 1e5 else f"{tokens / 1e3:.0f}k"
         if budget.name != "full":
             what = (
-                f"a random {size} AWD-LSTM (no pretraining, no LM fine-tuning)"
+                f"a random {size} (no pretraining, no LM fine-tuning)"
                 if system == "scratch"
-                else f"{amount}-token pretraining of a {size} AWD-LSTM on a CPU"
+                else f"{amount}-token pretraining of a {size} on a CPU"
             )
             reasons.append(f"{budget.name} budget: {what} vs 103M tokens and 400/1150x3 on a GPU")
         elif system != "scratch" and tokens:
@@ -623,6 +638,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not append to --results")
     parser.add_argument("--seed", type=int, default=0, help="validation split and subsamples")
     parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        help="the LM backbone (default: the budget's, an AWD-LSTM); stage 1 then trains its own",
+    )
+    parser.add_argument(
         "--lm-epochs",
         type=int,
         help="override the budget's LM fine-tuning epochs (stated in the RESULTS section)",
@@ -638,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = BUDGETS[args.budget](root)
     if args.lm_epochs:
         budget = with_lm_epochs(budget, args.lm_epochs)
+    if args.kind and args.kind != budget.pretrain.model.kind:
+        budget = with_kind(budget, args.kind)
     out = args.out_dir or REPO / "runs" / "reproduce" / f"{args.dataset}_{budget.name}"
     out.mkdir(parents=True, exist_ok=True)
     data = load_task(args.dataset, budget, args.seed, root)
