@@ -17,6 +17,8 @@ from ulmfit.models.backbone import KINDS
 from ulmfit.models.dropout import LockedDropout, WeightDropLSTM, WordEmbedding
 from ulmfit.models.qrnn import QRNNLayer, forget_mult
 
+RECURRENT = [k for k in KINDS if k != "transformer"]  # backbones that carry a state
+
 
 def tiny_config(**kw: object) -> AWDLSTMConfig:
     base: dict[str, object] = dict(vocab_size=50, emb_size=8, hidden_size=12, n_layers=3)
@@ -96,17 +98,20 @@ def test_shapes_and_last_layer_returns_to_embedding_size(kind: str) -> None:
     out = model(torch.randint(0, 50, (3, 11)))
     assert out.logits.shape == (3, 11, 50)
     assert out.output.shape == out.raw_output.shape == (3, 11, 8)
-    # LSTM: (h, c) per layer; QRNN: (last input, c) per layer.
+    # LSTM: (h, c) per layer; QRNN: (last input, c) per layer; transformer: nothing.
     last = [tuple(t.shape) for t in (s[-1] for s in out.state)]
-    assert last == [(1, 3, 12), (1, 3, 12), (1, 3, 8)]
-    assert (
-        type(model.encoder).__name__ == {"awd_lstm": "AWDLSTMEncoder", "qrnn": "QRNNEncoder"}[kind]
-    )
+    assert last == ([] if kind == "transformer" else [(1, 3, 12), (1, 3, 12), (1, 3, 8)])
+    names = {
+        "awd_lstm": "AWDLSTMEncoder",
+        "qrnn": "QRNNEncoder",
+        "transformer": "TransformerEncoder",
+    }
+    assert type(model.encoder).__name__ == names[kind]
     groups = model.layer_groups()
     assert len(groups) == 4 and groups[-1][0] is model.encoder.embedding.weight
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", RECURRENT)
 def test_state_passed_in_and_returned_continues_the_sequence(kind: str) -> None:
     torch.manual_seed(0)
     model = AWDLSTMLanguageModel(tiny_config(kind=kind)).eval()
@@ -202,3 +207,23 @@ def test_qrnn_dropconnect_drops_gate_weights_in_train_only() -> None:
     layer.train()
     layer(x)[0].sum().backward()
     assert layer.linear.weight.grad is not None and layer.linear.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_transformer_is_causal_and_reads_at_most_its_context(rotary: bool) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(kind="transformer", n_heads=2, context=10, rotary=rotary)
+    model = AWDLSTMLanguageModel(cfg).eval()
+    ids = torch.randint(2, 50, (2, 10))
+    changed = ids.clone()
+    changed[:, 6] = (changed[:, 6] + 1) % 50
+    a, b = model(ids).logits, model(changed).logits
+    assert torch.equal(a[:, :6], b[:, :6]) and not torch.equal(a[:, 6], b[:, 6])
+    with pytest.raises(ValueError, match="at most context=10 tokens"):
+        model(torch.randint(2, 50, (1, 11)))
+    with pytest.raises(ValueError, match="must divide by n_heads"):
+        tiny_config(kind="transformer", n_heads=3)
+    # One layer group per block; the embeddings (and learned positions) first.
+    groups = model.encoder.layer_groups()
+    assert len(groups) == 1 + cfg.n_layers
+    assert (model.encoder.positions is None) == rotary

@@ -27,7 +27,7 @@ from ulmfit.models.dropout import LockedDropout, WordEmbedding
 State = tuple[tuple[Tensor, ...], ...]
 
 #: The backbones, by the name a config's ``kind`` gives them.
-BackboneKind = Literal["awd_lstm", "qrnn"]
+BackboneKind = Literal["awd_lstm", "qrnn", "transformer"]
 KINDS: tuple[str, ...] = get_args(BackboneKind)
 
 
@@ -36,20 +36,25 @@ class EncoderConfig:
     """Sizes and dropouts of a backbone; ``kind`` names it. The defaults are ULMFiT's
     AWD-LSTM language model; each dropout is multiplied by ``drop_mult``."""
 
-    kind: BackboneKind = "awd_lstm"  # the backbone: awd_lstm | qrnn
+    kind: BackboneKind = "awd_lstm"  # the backbone: awd_lstm | qrnn | transformer
     vocab_size: int = 0  # 0: set from the vocabulary when the model is built
     emb_size: int = 400  # embedding size (also the last layer's, for tying)
-    hidden_size: int = 1152  # hidden size of the other layers
-    n_layers: int = 3  # stacked recurrent layers
+    hidden_size: int = 1152  # hidden size of the other layers (transformer: of the MLP)
+    n_layers: int = 3  # stacked layers (transformer: blocks)
     pad_id: int = 1  # id of xxpad
     tie_weights: bool = True  # decoder weight = embedding matrix (one tensor)
     input_p: float = 0.25  # locked dropout on the embedding output
     embed_p: float = 0.02  # whole-word dropout on the embedding matrix
-    weight_p: float = 0.2  # DropConnect on each layer's recurrent (LSTM) or gate (QRNN) weights
-    hidden_p: float = 0.15  # locked dropout between layers
+    weight_p: float = 0.2  # DropConnect on recurrent (LSTM) or gate (QRNN) weights
+    hidden_p: float = 0.15  # dropout between layers (transformer: on each residual branch)
     output_p: float = 0.1  # locked dropout on the last layer's output (LM head input)
     drop_mult: float = 1.0  # multiplies every dropout probability above
     window: int = 2  # QRNN: tokens each gate sees (1 or 2: the current and the previous)
+    n_heads: int = 4  # transformer: attention heads (emb_size must divide by it)
+    context: int = 512  # transformer: most tokens one window attends over (learned positions)
+    rotary: bool = False  # transformer: rotary position embeddings instead of learned ones
+    attn_p: float = 0.1  # transformer: dropout on attention weights
+    norm_eps: float = 1e-5  # transformer: LayerNorm epsilon
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -67,6 +72,18 @@ class EncoderConfig:
                 raise ValueError(f"EncoderConfig.{name} * drop_mult must be in [0, 1), got {p:.3f}")
         if self.window not in (1, 2):
             raise ValueError(f"EncoderConfig.window must be 1 or 2, got {self.window}")
+        if self.kind == "transformer":
+            if self.n_heads < 1 or self.emb_size % self.n_heads:
+                raise ValueError(
+                    f"EncoderConfig.emb_size ({self.emb_size}) must divide by n_heads "
+                    f"({self.n_heads})"
+                )
+            if self.rotary and (self.emb_size // self.n_heads) % 2:
+                raise ValueError("EncoderConfig: rotary positions need an even head size")
+            if self.context < 1:
+                raise ValueError(f"EncoderConfig.context must be >= 1, got {self.context}")
+            if not 0.0 <= self.attn_p * self.drop_mult < 1.0:
+                raise ValueError("EncoderConfig.attn_p * drop_mult must be in [0, 1)")
 
     def p(self, name: str) -> float:
         """The effective probability of dropout ``name`` after ``drop_mult``."""
@@ -125,6 +142,8 @@ def state_to_tensors(state: State, names: tuple[str, ...]) -> dict[str, Tensor]:
 
 
 def state_from_tensors(tensors: dict[str, Tensor], names: tuple[str, ...]) -> State:
+    if not names:  # a backbone that carries nothing between batches
+        return ()
     n_layers = len(tensors) // len(names)
     return tuple(tuple(tensors[f"{i}.{n}"] for n in names) for i in range(n_layers))
 
@@ -263,7 +282,7 @@ def register(cls: type[Backbone]) -> type[Backbone]:
 
 def build_backbone(config: EncoderConfig) -> Backbone:
     """The backbone ``config.kind`` names."""
-    from ulmfit.models import awd_lstm, qrnn  # noqa: F401  (importing registers them)
+    from ulmfit.models import awd_lstm, qrnn, transformer  # noqa: F401  (they register)
 
     if config.vocab_size < 1:
         raise ValueError("EncoderConfig.vocab_size must be set (>= 1) to build a model")
