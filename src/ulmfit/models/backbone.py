@@ -28,7 +28,7 @@ State = tuple[tuple[Tensor, ...], ...]
 
 #: The backbones, by the name a config's ``kind`` gives them.
 BackboneKind = Literal["awd_lstm", "qrnn", "transformer"]
-KINDS: tuple[str, ...] = get_args(BackboneKind)
+KINDS: tuple[BackboneKind, ...] = get_args(BackboneKind)
 
 
 @dataclass(frozen=True)
