@@ -451,7 +451,7 @@ def random_lm(
         cfg = cfg or ref.model.config
     cfg = cfg or AWDLSTMConfig()
     tok = get_tokenizer(tok_cfg, spm)
-    if tok_cfg.kind == "spm":
+    if tok_cfg.kind in ("spm", "bytebpe"):
         vocab = Vocab(tok.itos())  # type: ignore[attr-defined]
     else:
         counts: collections.Counter[str] = collections.Counter()

@@ -46,6 +46,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.json"
 SPM_FILE = "spm.model"
+BPE_FILE = "tokenizer.json"
+#: The file a tokenizer kind keeps beside the weights (the word tokenizer keeps none).
+TOKENIZER_FILES = {"spm": SPM_FILE, "bytebpe": BPE_FILE}
 TRAIN_STATE_FILE = "training_state.safetensors"
 TRAIN_META_FILE = "training_state.json"
 #: config.json field: ``{file name: sha256}`` of every weights file of the directory.

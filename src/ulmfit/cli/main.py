@@ -159,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
 
     p = sub.add_parser(
+        "import-gpt2",
+        help="Convert a Hugging Face GPT-2 directory to a model directory (transformer backbone).",
+        description="Convert a Hugging Face GPT-2 checkpoint directory (config.json, "
+        "model.safetensors, tokenizer.json or vocab.json + merges.txt) into a ulmfit "
+        "language-model directory with the transformer backbone and GPT-2's byte-level BPE "
+        "tokenizer, ready for LM fine-tuning (finetune-lm --pretrained) and a classifier.",
+    )
+    p.add_argument("hf_dir", type=Path, help="the Hugging Face model directory")
+    p.add_argument("out_dir", type=Path, help="model directory to write")
+    _add_overwrite(p)
+
+    p = sub.add_parser(
         "evaluate-lm",
         help="Perplexity of a language-model directory on text files.",
         description="Validation loss, accuracy and perplexity of a saved language model on text "
@@ -371,6 +383,12 @@ def _run(args: argparse.Namespace) -> int:
         from ulmfit.models.fastai_import import import_fastai
 
         out = import_fastai(args.weights, args.vocab, args.out_dir, overwrite=args.overwrite)
+        print(f"model directory: {out}")
+        return 0
+    if args.command == "import-gpt2":
+        from ulmfit.models.gpt2 import import_gpt2
+
+        out = import_gpt2(args.hf_dir, args.out_dir, overwrite=args.overwrite)
         print(f"model directory: {out}")
         return 0
     if args.command == "evaluate-lm":

@@ -12,6 +12,7 @@ import torch
 from ulmfit.checkpoint import (
     CHECKSUM_FIELD,
     SPM_FILE,
+    TOKENIZER_FILES,
     VOCAB_FILE,
     WEIGHTS_FILE,
     CheckpointError,
@@ -55,8 +56,10 @@ def write_lm_files(
         )
     digests = save_weights(model_dir / WEIGHTS_FILE, model, dtype, max_shard_bytes)
     vocab.save(model_dir / VOCAB_FILE)
-    if spm_model is not None and Path(spm_model).resolve() != (model_dir / SPM_FILE).resolve():
-        shutil.copyfile(spm_model, model_dir / SPM_FILE)
+    if spm_model is not None:
+        target = model_dir / TOKENIZER_FILES.get(tokenizer.kind, SPM_FILE)
+        if Path(spm_model).resolve() != target.resolve():
+            shutil.copyfile(spm_model, target)
     body = {
         "model": model.config.to_dict(),
         "tokenizer": tokenizer.to_dict(),
@@ -88,9 +91,11 @@ def load_lm(model_dir: Path | str, device: torch.device | str = "cpu") -> Loaded
         )
     model = AWDLSTMLanguageModel(model_cfg)
     load_weights(model_dir / WEIGHTS_FILE, model, config.get(CHECKSUM_FIELD))
-    spm = model_dir / SPM_FILE
-    if tok_cfg.kind == "spm" and not spm.exists():
-        raise CheckpointError(f"{spm}: missing SentencePiece model (tokenizer kind is 'spm')")
+    spm = model_dir / TOKENIZER_FILES.get(tok_cfg.kind, SPM_FILE)
+    if tok_cfg.kind in TOKENIZER_FILES and not spm.exists():
+        raise CheckpointError(
+            f"{spm}: missing tokenizer model (tokenizer kind is {tok_cfg.kind!r})"
+        )
     return LoadedLM(model.to(device), vocab, tok_cfg, spm if spm.exists() else None, config)
 
 

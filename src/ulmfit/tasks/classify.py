@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ulmfit.checkpoint import (
     CHECKSUM_FIELD,
     SPM_FILE,
+    TOKENIZER_FILES,
     VOCAB_FILE,
     WEIGHTS_FILE,
     CheckpointError,
@@ -616,7 +617,7 @@ class TextClassifier:
             if self.spm_model is not None:
                 import shutil
 
-                shutil.copyfile(self.spm_model, tmp / SPM_FILE)
+                shutil.copyfile(self.spm_model, tmp / TOKENIZER_FILES.get(tok_cfg.kind, SPM_FILE))
             body = {
                 "model": model.config.to_dict(),
                 "tokenizer": tok_cfg.to_dict(),
@@ -681,7 +682,7 @@ class TextClassifier:
         )
         clf.model = model.to(pick_device(device)).eval()
         clf.vocab, clf.tokenizer_config, clf.labels = vocab, tok_cfg, labels
-        spm = model_dir / SPM_FILE
+        spm = model_dir / TOKENIZER_FILES.get(tok_cfg.kind, SPM_FILE)
         clf.spm_model = spm if spm.exists() else None
         t = config.get("thresholds")
         clf.thresholds = np.asarray(t, dtype=np.float64) if t is not None else None

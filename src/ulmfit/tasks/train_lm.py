@@ -91,6 +91,9 @@ def _valid_stream(
     return LMStream(*valid, cfg, train=False, device=device, rank=rank, world_size=world)
 
 
+#: The model settings stage 2 takes from its own config; the rest is the pretrained model's.
+DROPOUT_FIELDS = ("input_p", "embed_p", "weight_p", "hidden_p", "output_p", "attn_p", "drop_mult")
+
 #: Settings a resumed LM run must keep: they fix the model, the vocabulary or the token
 #: stream (and so the schedule's steps); ``[train]``'s are checked by the loop.
 RESUME_FIXED = {
@@ -181,6 +184,11 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
         check_direction(pre, cfg.pretrained, cfg.data.backwards, "LM fine-tuning")
     tok_cfg = pre.tokenizer if pre else cfg.tokenizer
     spm_model = pre.spm_model if pre else None
+    if tok_cfg.kind == "bytebpe" and spm_model is None:
+        raise ValueError(
+            "tokenizer kind 'bytebpe' comes with a pretrained model: start from one "
+            "(ulmfit import-gpt2) with --pretrained"
+        )
     if tok_cfg.kind == "spm" and spm_model is None:
         with distributed.main_first():
             spm_model = _train_spm(cfg, tok_cfg)
@@ -193,7 +201,7 @@ def build_lm_task(cfg: LMStageConfig) -> LMTask:
 
     if resuming:
         vocab = Vocab.load(out_dir / VOCAB_FILE)
-    elif tok_cfg.kind == "spm":
+    elif tok_cfg.kind in ("spm", "bytebpe"):  # a fixed vocabulary: the tokenizer's own
         vocab = Vocab(tokenizer.itos())  # type: ignore[attr-defined]
     else:
         vocab = corpus.to_vocab(cfg.vocab.max_size, cfg.vocab.min_freq)
@@ -264,15 +272,9 @@ def _build_model(
             f"{Path(str(cfg.pretrained)) / CONFIG_FILE}: holds a {sizes.kind!r} language model, "
             f"but [model] kind is {cfg.model.kind!r}; stage 2 fine-tunes the pretrained kind"
         )
-    model_cfg = cfg.model.replace(
-        kind=sizes.kind,
-        window=sizes.window,
-        vocab_size=len(vocab),
-        emb_size=sizes.emb_size,
-        hidden_size=sizes.hidden_size,
-        n_layers=sizes.n_layers,
-        pad_id=sizes.pad_id,
-        tie_weights=sizes.tie_weights,
+    # Everything but the dropouts is the pretrained architecture's.
+    model_cfg = sizes.replace(
+        vocab_size=len(vocab), **{k: getattr(cfg.model, k) for k in DROPOUT_FIELDS}
     )
     model = AWDLSTMLanguageModel(model_cfg)
     state = {k: v for k, v in pre.model.state_dict().items()}

@@ -248,7 +248,7 @@ def split_words(text: str) -> list[str]:
 # Config, tokenizer protocol
 # ---------------------------------------------------------------------------------
 
-TokenizerKind = Literal["word", "spm"]
+TokenizerKind = Literal["word", "spm", "bytebpe"]
 _SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 
 
@@ -256,7 +256,9 @@ _SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 class TokenizerConfig:
     """How text becomes tokens; saved with every model."""
 
-    kind: TokenizerKind = "word"  # word: rules + regex splitter; spm: SentencePiece
+    kind: TokenizerKind = (
+        "word"  # word: rules + regex splitter; spm: SentencePiece; bytebpe: GPT-2's
+    )
     lowercase: bool = True  # mark capitals with xxup/xxmaj and lowercase
     add_bos: bool = True  # start each document with xxbos
     add_eos: bool = False  # end each document with xxeos
@@ -266,8 +268,10 @@ class TokenizerConfig:
     spm_sample_docs: int = 200_000  # SentencePiece trains on at most this many documents
 
     def __post_init__(self) -> None:
-        if self.kind not in ("word", "spm"):
-            raise ValueError(f"TokenizerConfig.kind must be 'word' or 'spm', got {self.kind!r}")
+        if self.kind not in ("word", "spm", "bytebpe"):
+            raise ValueError(
+                f"TokenizerConfig.kind must be 'word', 'spm' or 'bytebpe', got {self.kind!r}"
+            )
         for name in ("lowercase", "add_bos", "add_eos"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TokenizerConfig.{name} must be a bool")
@@ -370,6 +374,12 @@ def get_tokenizer(config: TokenizerConfig, spm_model: Path | str | None = None) 
     """The tokenizer ``config`` describes; ``kind="spm"`` needs the trained ``spm_model``."""
     if config.kind == "word":
         return WordTokenizer(config)
+    if config.kind == "bytebpe":
+        if spm_model is None:
+            raise ValueError("a byte-level BPE tokenizer (kind='bytebpe') needs its tokenizer.json")
+        from ulmfit.text.bytebpe import ByteBPETokenizer
+
+        return ByteBPETokenizer(config, Path(spm_model))
     if spm_model is None:
         raise ValueError("a SentencePiece tokenizer (kind='spm') needs the trained model file")
     from ulmfit.text.subword import SentencePieceTokenizer
