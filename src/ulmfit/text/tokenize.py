@@ -256,9 +256,7 @@ _SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 class TokenizerConfig:
     """How text becomes tokens; saved with every model."""
 
-    kind: TokenizerKind = (
-        "word"  # word: rules + regex splitter; spm: SentencePiece; bytebpe: GPT-2's
-    )
+    kind: TokenizerKind = "word"  # word: rules + regex; spm: SentencePiece; bytebpe: GPT-2's
     lowercase: bool = True  # mark capitals with xxup/xxmaj and lowercase
     add_bos: bool = True  # start each document with xxbos
     add_eos: bool = False  # end each document with xxeos
