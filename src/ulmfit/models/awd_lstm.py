@@ -18,7 +18,7 @@ from ulmfit.models.backbone import (
     detach_state,
     register,
 )
-from ulmfit.models.dropout import LockedDropout, WeightDropLSTM, WordEmbedding
+from ulmfit.models.dropout import WeightDropLSTM
 
 #: The config of every backbone; the name predates the others (kind="awd_lstm" by default).
 AWDLSTMConfig = EncoderConfig
@@ -33,42 +33,13 @@ class AWDLSTMEncoder(RecurrentBackbone):
     int8_types = (nn.LSTM, nn.Linear)
 
     def __init__(self, config: EncoderConfig) -> None:
-        super().__init__()
-        if config.vocab_size < 1:
-            raise ValueError("AWDLSTMConfig.vocab_size must be set (>= 1) to build a model")
-        self.config = config
-        self.embedding = WordEmbedding(
-            config.vocab_size, config.emb_size, config.pad_id, config.p("embed_p")
-        )
-        self.input_dp = LockedDropout(config.p("input_p"))
-        self.rnns = nn.ModuleList(
-            WeightDropLSTM(n_in, n_out, config.p("weight_p"))
-            for n_in, n_out in config.layer_sizes()
-        )
-        # Dropout after every layer but the last: the last layer's is `output_dp`.
-        self.hidden_dps = nn.ModuleList(
-            LockedDropout(config.p("hidden_p")) for _ in range(config.n_layers - 1)
-        )
-        self.output_dp = LockedDropout(config.p("output_p"))
+        weight_p = config.p("weight_p")
+        super().__init__(config, lambda n_in, n_out: WeightDropLSTM(n_in, n_out, weight_p))
 
     def init_state(self, batch_size: int) -> State:
         w = self.embedding.weight
         sizes = [n_out for _, n_out in self.config.layer_sizes()]
         return tuple((w.new_zeros(1, batch_size, n), w.new_zeros(1, batch_size, n)) for n in sizes)
-
-    def forward(self, ids: Tensor, state: State | None = None) -> EncoderOutput:
-        x = self.input_dp(self.embedding(ids))  # (B, T, E)
-        new_state = []
-        for i, rnn in enumerate(self.rnns):
-            layer_state = None if state is None else state[i]
-            x, new = rnn(x, layer_state)  # (B, T, H_i)
-            new_state.append(new)
-            if i < len(self.hidden_dps):
-                x = self.hidden_dps[i](x)
-        return EncoderOutput(self.output_dp(x), x, tuple(new_state))
-
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        return [list(self.embedding.parameters())] + [list(r.parameters()) for r in self.rnns]
 
     def read_exact(self, ids: Tensor, lengths: Tensor, state: State) -> State:
         # Packed to each row's length: the LSTM stops at it, so the state is exact.

@@ -185,12 +185,44 @@ class Backbone(nn.Module):
 
 
 class RecurrentBackbone(Backbone):
-    """BPT3C for any backbone with a carried state: the prefix before the window is read
-    without gradients (per-row exact, in chunks of ``max(bptt, max_len)``), the window in
-    chunks of ``bptt`` with the state carried, so memory is bounded for any length."""
+    """What the recurrent backbones share: embedding -> [locked dropout -> layer] x n ->
+    locked dropout, each layer ``(x, state_i) -> (out, new_state_i)``; and BPT3C.
 
-    embedding: WordEmbedding
-    input_dp: LockedDropout
+    BPT3C: the prefix before the window is read without gradients (per-row exact, in
+    chunks of ``max(bptt, max_len)``), the window in chunks of ``bptt`` with the state
+    carried, so memory is bounded for any length.
+    """
+
+    rnns: nn.ModuleList
+
+    def __init__(self, config: EncoderConfig, make_layer: Callable[[int, int], nn.Module]) -> None:
+        super().__init__()
+        if config.vocab_size < 1:
+            raise ValueError("EncoderConfig.vocab_size must be set (>= 1) to build a model")
+        self.config = config
+        self.embedding = WordEmbedding(
+            config.vocab_size, config.emb_size, config.pad_id, config.p("embed_p")
+        )
+        self.input_dp = LockedDropout(config.p("input_p"))
+        self.rnns = nn.ModuleList(make_layer(n_in, n_out) for n_in, n_out in config.layer_sizes())
+        # Dropout after every layer but the last: the last layer's is `output_dp`.
+        self.hidden_dps = nn.ModuleList(
+            LockedDropout(config.p("hidden_p")) for _ in range(config.n_layers - 1)
+        )
+        self.output_dp = LockedDropout(config.p("output_p"))
+
+    def forward(self, ids: Tensor, state: State | None = None) -> EncoderOutput:
+        x = self.input_dp(self.embedding(ids))  # (B, T, E)
+        new_state = []
+        for i, rnn in enumerate(self.rnns):
+            x, new = rnn(x, None if state is None else state[i])  # (B, T, H_i)
+            new_state.append(new)
+            if i < len(self.hidden_dps):
+                x = self.hidden_dps[i](x)
+        return EncoderOutput(self.output_dp(x), x, tuple(new_state))
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return [list(self.embedding.parameters())] + [list(r.parameters()) for r in self.rnns]
 
     def read_exact(self, ids: Tensor, lengths: Tensor, state: State) -> State:
         """The state after exactly ``lengths[i]`` tokens of row ``i`` of ``ids (B, T)``."""

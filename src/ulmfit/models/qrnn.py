@@ -22,12 +22,10 @@ from torch import Tensor, nn
 
 from ulmfit.models.backbone import (
     EncoderConfig,
-    EncoderOutput,
     RecurrentBackbone,
     State,
     register,
 )
-from ulmfit.models.dropout import LockedDropout, WordEmbedding
 
 
 class _ForgetMult(torch.autograd.Function):
@@ -134,20 +132,8 @@ class QRNNEncoder(RecurrentBackbone):
     int8_types = (nn.Linear,)
 
     def __init__(self, config: EncoderConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embedding = WordEmbedding(
-            config.vocab_size, config.emb_size, config.pad_id, config.p("embed_p")
-        )
-        self.input_dp = LockedDropout(config.p("input_p"))
-        self.layers = nn.ModuleList(
-            QRNNLayer(n_in, n_out, config.window, config.p("weight_p"))
-            for n_in, n_out in config.layer_sizes()
-        )
-        self.hidden_dps = nn.ModuleList(
-            LockedDropout(config.p("hidden_p")) for _ in range(config.n_layers - 1)
-        )
-        self.output_dp = LockedDropout(config.p("output_p"))
+        weight_p, window = config.p("weight_p"), config.window
+        super().__init__(config, lambda n_in, n_out: QRNNLayer(n_in, n_out, window, weight_p))
 
     def init_state(self, batch_size: int) -> State:
         w = self.embedding.weight
@@ -156,19 +142,6 @@ class QRNNEncoder(RecurrentBackbone):
             for n_in, n_out in self.config.layer_sizes()
         )
 
-    def forward(self, ids: Tensor, state: State | None = None) -> EncoderOutput:
-        x = self.input_dp(self.embedding(ids))
-        new_state = []
-        for i, layer in enumerate(self.layers):
-            x, new = layer(x, None if state is None else state[i])
-            new_state.append(new)
-            if i < len(self.hidden_dps):
-                x = self.hidden_dps[i](x)
-        return EncoderOutput(self.output_dp(x), x, tuple(new_state))
-
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        return [list(self.embedding.parameters())] + [list(m.parameters()) for m in self.layers]
-
     def read_exact(self, ids: Tensor, lengths: Tensor, state: State) -> State:
         # Causal: positions before a row's length never see the padding after it, so the
         # state is read at position length - 1 of each row.
@@ -176,7 +149,7 @@ class QRNNEncoder(RecurrentBackbone):
         last = lengths.to(ids.device) - 1
         x = self.input_dp(self.embedding(ids))
         new_state = []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.rnns):
             assert isinstance(layer, QRNNLayer)
             h, c = layer.run(x, state[i])
             new_state.append((x[rows, last].unsqueeze(0), c[rows, last].unsqueeze(0)))
