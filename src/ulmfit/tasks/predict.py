@@ -20,18 +20,10 @@ from ulmfit.text.readers import strip_compression
 log = logging.getLogger(__name__)
 
 
-# Inference also takes .json (as JSONL), and any other suffix as plain text.
-_INPUT_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-
-
-# Predictions are written as CSV, TSV or JSON lines, by the output's suffix.
-OUTPUT_FORMATS = {
+# Formats by suffix, for the texts read and the predictions written. Inference also takes
+# .json (as JSONL), and reads any other suffix as plain text; any other output suffix is
+# refused.
+FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".jsonl": "jsonl",
@@ -41,16 +33,16 @@ OUTPUT_FORMATS = {
 
 
 def _fmt(path: Path) -> str:
-    return _INPUT_FORMATS.get(Path(strip_compression(path.name).lower()).suffix, "txt")
+    return FORMATS.get(Path(strip_compression(path.name).lower()).suffix, "txt")
 
 
 def output_format(path: Path) -> str:
     """The format an output file's suffix asks for; any other suffix is refused by name."""
-    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(
             f"{path}: cannot write predictions as {path.suffix or 'a file without a suffix'!r}; "
-            f"use one of {', '.join(OUTPUT_FORMATS)}"
+            f"use one of {', '.join(FORMATS)}"
         )
     return fmt
 
