@@ -197,16 +197,25 @@ def atomic_write_text(path: Path, text: str, overwrite: bool = True) -> None:
         f.write(text)
 
 
-def save_figure(fig: Any, path: Path | str, dpi: int = 100, overwrite: bool = True) -> Path:
-    """Write a matplotlib figure atomically, in the format its suffix names (or refuse)."""
-    path = Path(path)
+def figure_format(path: Path) -> str:
+    """The image format a plot's suffix names (``png``, ``pdf``, ``svg`` ...); any suffix
+    matplotlib cannot write is refused by name. Needs matplotlib."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     fmt = path.suffix.lower().lstrip(".")
-    supported = fig.canvas.get_supported_filetypes()
+    supported = FigureCanvasAgg.get_supported_filetypes()
     if fmt not in supported:
         raise ValueError(
             f"{path}: cannot write a plot as {path.suffix or 'a file without a suffix'!r}; "
             f"use one of {', '.join('.' + k for k in sorted(supported))}"
         )
+    return fmt
+
+
+def save_figure(fig: Any, path: Path | str, dpi: int = 100, overwrite: bool = True) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (or refuse)."""
+    path = Path(path)
+    fmt = figure_format(path)
     with atomic_output(path, "wb", overwrite=overwrite) as f:
         fig.savefig(f, format=fmt, dpi=dpi)
     return path

@@ -202,15 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_plot_suffix(path: Path) -> None:
     """Refuse a plot name whose suffix matplotlib cannot write, before any work is done."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        import matplotlib  # noqa: F401
     except ImportError:
         return  # no plot is written without matplotlib (the library logs and skips it)
-    kinds = FigureCanvasAgg.get_supported_filetypes()
-    if path.suffix.lower().lstrip(".") not in kinds:
-        raise ValueError(
-            f"{path}: cannot write a plot as {path.suffix or 'a file without a suffix'!r}; "
-            f"use one of {', '.join('.' + k for k in sorted(kinds))}"
-        )
+    from ulmfit.checkpoint import figure_format
+
+    figure_format(path)
+
+
+def _check_json_name(path: Path | None) -> None:
+    if path is not None and path.suffix.lower() != ".json":
+        raise ValueError(f"{path}: --json writes JSON; give it a .json name")
 
 
 def _add_strict(p: argparse.ArgumentParser) -> None:
@@ -351,8 +353,7 @@ def _run(args: argparse.Namespace) -> int:
 
         dirs = args.model_dir if isinstance(args.model_dir, list) else [args.model_dir]
         check_outputs([args.data, *dirs], [args.json, args.plot], args.overwrite)
-        if args.json is not None and args.json.suffix.lower() != ".json":
-            raise ValueError(f"{args.json}: --json writes JSON; give it a .json name")
+        _check_json_name(args.json)
         if args.plot is not None:
             _check_plot_suffix(args.plot)
         metrics, table = evaluate_file(
@@ -397,8 +398,7 @@ def _run(args: argparse.Namespace) -> int:
         from ulmfit.tasks.train_lm import evaluate_language_model
 
         check_outputs([Path(f) for f in args.files], [args.json], args.overwrite)
-        if args.json is not None and args.json.suffix.lower() != ".json":
-            raise ValueError(f"{args.json}: --json writes JSON; give it a .json name")
+        _check_json_name(args.json)
         metrics = evaluate_language_model(
             args.model_dir, args.files, bs=args.bs, bptt=args.bptt, device=args.device
         )
