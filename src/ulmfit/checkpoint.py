@@ -49,6 +49,14 @@ SPM_FILE = "spm.model"
 BPE_FILE = "tokenizer.json"
 #: The file a tokenizer kind keeps beside the weights (the word tokenizer keeps none).
 TOKENIZER_FILES = {"spm": SPM_FILE, "bytebpe": BPE_FILE}
+
+
+def tokenizer_path(model_dir: Path, kind: str) -> Path | None:
+    """Where a model directory keeps the file of tokenizer ``kind`` (None: it has none)."""
+    name = TOKENIZER_FILES.get(kind)
+    return None if name is None else Path(model_dir) / name
+
+
 TRAIN_STATE_FILE = "training_state.safetensors"
 TRAIN_META_FILE = "training_state.json"
 #: config.json field: ``{file name: sha256}`` of every weights file of the directory.

@@ -11,8 +11,6 @@ import torch
 
 from ulmfit.checkpoint import (
     CHECKSUM_FIELD,
-    SPM_FILE,
-    TOKENIZER_FILES,
     VOCAB_FILE,
     WEIGHTS_FILE,
     CheckpointError,
@@ -20,6 +18,7 @@ from ulmfit.checkpoint import (
     read_config,
     refuse_existing,
     save_weights,
+    tokenizer_path,
     write_config,
     write_dir_atomically,
 )
@@ -56,10 +55,13 @@ def write_lm_files(
         )
     digests = save_weights(model_dir / WEIGHTS_FILE, model, dtype, max_shard_bytes)
     vocab.save(model_dir / VOCAB_FILE)
-    if spm_model is not None:
-        target = model_dir / TOKENIZER_FILES.get(tokenizer.kind, SPM_FILE)
-        if Path(spm_model).resolve() != target.resolve():
-            shutil.copyfile(spm_model, target)
+    target = tokenizer_path(model_dir, tokenizer.kind)
+    if (
+        spm_model is not None
+        and target is not None
+        and Path(spm_model).resolve() != target.resolve()
+    ):
+        shutil.copyfile(spm_model, target)
     body = {
         "model": model.config.to_dict(),
         "tokenizer": tokenizer.to_dict(),
@@ -91,12 +93,12 @@ def load_lm(model_dir: Path | str, device: torch.device | str = "cpu") -> Loaded
         )
     model = AWDLSTMLanguageModel(model_cfg)
     load_weights(model_dir / WEIGHTS_FILE, model, config.get(CHECKSUM_FIELD))
-    spm = model_dir / TOKENIZER_FILES.get(tok_cfg.kind, SPM_FILE)
-    if tok_cfg.kind in TOKENIZER_FILES and not spm.exists():
+    spm = tokenizer_path(model_dir, tok_cfg.kind)
+    if spm is not None and not spm.exists():
         raise CheckpointError(
             f"{spm}: missing tokenizer model (tokenizer kind is {tok_cfg.kind!r})"
         )
-    return LoadedLM(model.to(device), vocab, tok_cfg, spm if spm.exists() else None, config)
+    return LoadedLM(model.to(device), vocab, tok_cfg, spm, config)
 
 
 def check_direction(lm: LoadedLM, model_dir: Path | str, backwards: bool, user: str) -> None:

@@ -30,14 +30,13 @@ from torch import Tensor, nn
 
 from ulmfit.checkpoint import (
     CHECKSUM_FIELD,
-    SPM_FILE,
-    TOKENIZER_FILES,
     VOCAB_FILE,
     WEIGHTS_FILE,
     CheckpointError,
     load_weights,
     read_config,
     save_weights,
+    tokenizer_path,
     write_config,
     write_dir_atomically,
 )
@@ -614,10 +613,11 @@ class TextClassifier:
         def fill(tmp: Path) -> None:
             digests = save_weights(tmp / WEIGHTS_FILE, model)
             vocab.save(tmp / VOCAB_FILE)
-            if self.spm_model is not None:
+            target = tokenizer_path(tmp, tok_cfg.kind)
+            if self.spm_model is not None and target is not None:
                 import shutil
 
-                shutil.copyfile(self.spm_model, tmp / TOKENIZER_FILES.get(tok_cfg.kind, SPM_FILE))
+                shutil.copyfile(self.spm_model, target)
             body = {
                 "model": model.config.to_dict(),
                 "tokenizer": tok_cfg.to_dict(),
@@ -682,8 +682,8 @@ class TextClassifier:
         )
         clf.model = model.to(pick_device(device)).eval()
         clf.vocab, clf.tokenizer_config, clf.labels = vocab, tok_cfg, labels
-        spm = model_dir / TOKENIZER_FILES.get(tok_cfg.kind, SPM_FILE)
-        clf.spm_model = spm if spm.exists() else None
+        spm = tokenizer_path(model_dir, tok_cfg.kind)
+        clf.spm_model = spm if spm is not None and spm.exists() else None
         t = config.get("thresholds")
         clf.thresholds = np.asarray(t, dtype=np.float64) if t is not None else None
         clf.history = config.get("history", [])
