@@ -267,11 +267,7 @@ class RecurrentBackbone(Backbone):
             state = self.read_prefix(x, prefix, max(bptt, max_len))
         window = lengths - prefix  # (B,) in [1, max_len]
         W = int(window[0]) if shrink else min(x.size(1), max_len)
-        # Gather each row's window to the left: positions prefix_i + j, j < W (pad beyond).
-        cols = prefix[:, None] + torch.arange(W, device=x.device)[None, :]  # (B, W)
-        real = cols < lengths[:, None]
-        gathered = x.gather(1, cols.clamp(max=x.size(1) - 1))
-        win_ids = torch.where(real, gathered, torch.full_like(cols, self.config.pad_id))
+        win_ids = gather_windows(x, lengths, prefix, W, self.config.pad_id)
         starts = list(range(0, W, bptt))
         if not shrink:
             outs = []
@@ -293,6 +289,15 @@ class RecurrentBackbone(Backbone):
             out[:k, start : start + bptt] = enc.raw_output
         assert out is not None
         return out, window
+
+
+def gather_windows(x: Tensor, lengths: Tensor, prefix: Tensor, width: int, pad_id: int) -> Tensor:
+    """Each row's window moved to the left, ``(B, width)``: tokens ``prefix_i + j`` of
+    right-padded ``x``, padded with ``pad_id`` past the row's length."""
+    cols = prefix[:, None] + torch.arange(width, device=x.device)[None, :]  # (B, W)
+    real = cols < lengths[:, None]
+    gathered = x.gather(1, cols.clamp(max=x.size(1) - 1))
+    return torch.where(real, gathered, torch.full_like(cols, pad_id))
 
 
 def _sorted_by_window(lengths: Tensor, max_len: int) -> Tensor | None:

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ulmfit.models.backbone import Backbone, EncoderConfig, EncoderOutput, State, register
+from ulmfit.models.backbone import (
+    Backbone,
+    EncoderConfig,
+    EncoderOutput,
+    State,
+    gather_windows,
+    register,
+)
 from ulmfit.models.dropout import WordEmbedding
 
 
@@ -131,11 +138,8 @@ class TransformerEncoder(Backbone):
         prefix = (lengths - max_len).clamp(min=0)
         window = lengths - prefix
         W = min(x.size(1), max_len)  # from shapes: no host read of a tensor value
-        cols = prefix[:, None] + torch.arange(W, device=x.device)[None, :]
-        real = cols < lengths[:, None]
-        gathered = x.gather(1, cols.clamp(max=x.size(1) - 1))
         pad = self.config.pad_id
-        win_ids = torch.where(real, gathered, torch.full_like(cols, pad))
+        win_ids = gather_windows(x, lengths, prefix, W, pad)
         C = min(self.config.context, W)
         n = -(-W // C)
         if n * C > W:
