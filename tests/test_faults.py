@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from test_bad_inputs import tiny_classifier  # type: ignore[import-not-found]
+from test_bad_inputs import predict, tiny_classifier  # type: ignore[import-not-found]
 from ulmfit.checkpoint import (
     CHECKSUM_FIELD,
     CheckpointError,
@@ -118,7 +118,7 @@ def test_nan_outputs_are_errors_never_results(
     err = capsys.readouterr()
     assert "non-finite" in err.err and "accuracy" not in err.out
     out = tmp_path / "pred.csv"
-    assert main(["predict", str(bad), "-i", str(data), "-o", str(out), "--device", "cpu"]) == 2
+    assert predict(bad, data, out) == 2
     assert not out.exists()
 
 
@@ -192,6 +192,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ulmfit.cli.main", "-q", *args]
 
 
+def _predict_cli(clf_dir: Path, src: Path, out: Path, *extra: str) -> list[str]:
+    """``ulmfit predict`` as a separate process, on one torch thread."""
+    return _cli(
+        "predict", str(clf_dir), "-i", str(src), "-o", str(out), "--device", "cpu",
+        "--threads", "1", *extra,
+    )  # fmt: skip
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -214,19 +222,7 @@ def test_two_concurrent_writers_never_mix(clf_dir: Path, tmp_path: Path, overwri
     flag = ["--overwrite"] if overwrite else []
     procs = {
         name: subprocess.Popen(
-            _cli(
-                "predict",
-                str(clf_dir),
-                "-i",
-                str(tmp_path / f"{name}.txt"),
-                "-o",
-                str(out),
-                "--device",
-                "cpu",
-                "--threads",
-                "1",
-                *flag,
-            ),
+            _predict_cli(clf_dir, tmp_path / f"{name}.txt", out, *flag),
             env=ENV,
             stderr=subprocess.PIPE,
             text=True,
@@ -254,21 +250,7 @@ def test_kill_9_during_predict_keeps_the_previous_output(clf_dir: Path, tmp_path
     out.write_text("row,label\n1,previous\n")
     before = out.read_bytes()
     proc = subprocess.Popen(
-        _cli(
-            "predict",
-            str(clf_dir),
-            "-i",
-            str(src),
-            "-o",
-            str(out),
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--chunk",
-            "512",
-            "--overwrite",
-        ),
+        _predict_cli(clf_dir, src, out, "--chunk", "512", "--overwrite"),
         env=ENV,
         stderr=subprocess.DEVNULL,
     )
@@ -288,22 +270,7 @@ def test_kill_9_during_predict_keeps_the_previous_output(clf_dir: Path, tmp_path
     for name in hidden(tmp_path):
         assert name.startswith(f".out.csv.{proc.pid}.")
     (tmp_path / "small.txt").write_text("good movie\n")
-    assert (
-        main(
-            [
-                "predict",
-                str(clf_dir),
-                "-i",
-                str(tmp_path / "small.txt"),
-                "-o",
-                str(out),
-                "--device",
-                "cpu",
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    assert predict(clf_dir, tmp_path / "small.txt", out, "--overwrite") == 0
     assert hidden(tmp_path) == [] and _whole(out, 1)
 
 
