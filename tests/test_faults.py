@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -265,13 +266,53 @@ def test_kill_9_during_predict_keeps_the_previous_output(clf_dir: Path, tmp_path
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL, "predict finished before the kill"
     assert out.read_bytes() == before
-    # A named temporary (this filesystem has no linkable O_TMPFILE) carries the dead pid,
-    # and the next write of that output removes it.
-    for name in hidden(tmp_path):
-        assert name.startswith(f".out.csv.{proc.pid}.")
+    # No temporary is left: an unnamed one vanishes with the process, a named one (where
+    # the filesystem cannot link an unnamed file) is removed by the writer's watcher.
+    assert _gone_soon(lambda: hidden(tmp_path) == []), hidden(tmp_path)
     (tmp_path / "small.txt").write_text("good movie\n")
     assert predict(clf_dir, tmp_path / "small.txt", out, "--overwrite") == 0
     assert hidden(tmp_path) == [] and _whole(out, 1)
+
+
+def _gone_soon(done: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``done`` for a few seconds: the watcher cleans up right after the kill."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+_SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+from ulmfit import checkpoint
+from ulmfit.checkpoint import atomic_output, write_dir_atomically
+checkpoint._open_unnamed = lambda folder: None  # named temporaries, whatever the filesystem
+folder = Path(sys.argv[1])
+def fill(d):
+    (d / "part").write_text("x")
+    with atomic_output(folder / "out.csv") as f:
+        f.write("partial")
+        f.flush()
+        print("ready", flush=True)
+        time.sleep(60)
+write_dir_atomically(folder / "model", fill)
+"""
+
+
+def test_the_watcher_removes_named_temporaries_of_a_killed_process_group(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(tmp_path)],
+        env=ENV, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    # Mid-write: a model directory and a file, each under a hidden temporary name.
+    assert sorted(n.split(".")[1] for n in hidden(tmp_path)) == ["model", "out"]
+    os.killpg(proc.pid, signal.SIGKILL)  # the writer's whole group, as Ctrl-C would reach it
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert _gone_soon(lambda: list(tmp_path.iterdir()) == []), list(tmp_path.iterdir())
 
 
 def _corpus(path: Path) -> Path:

@@ -8,11 +8,13 @@ What is written, and how (the README's "Guarantees" section says the same for us
 
 * A file appears whole or not at all: it is written to an unnamed temporary file in the
   target's folder (Linux ``O_TMPFILE``; elsewhere a uniquely named hidden file) and
-  linked into place at the end, so two writers never share a temporary file and a
-  ``kill -9`` leaves nothing behind on Linux. With ``overwrite=False`` the link is
-  exclusive: if the target appeared meanwhile, this writer is refused.
-* Temporary directories carry the writer's process id; a later write of the same
-  directory removes those whose process is gone.
+  linked into place at the end, so two writers never share a temporary file. With
+  ``overwrite=False`` the link is exclusive: if the target appeared meanwhile, this
+  writer is refused.
+* A ``kill -9`` leaves no temporary behind: named temporaries (files and directories)
+  are registered with a watcher process (:mod:`ulmfit._reaper`) that removes them when
+  the writer dies. They also carry the writer's process id, so should the watcher be
+  missing, the next write of the same target removes those whose process is gone.
 * Weights files are recorded with their SHA-256 in ``config.json`` and checked when
   loaded; non-finite weights are refused.
 """
@@ -29,7 +31,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +38,8 @@ from typing import IO, Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from ulmfit import _reaper
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +89,6 @@ def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
             f"{path}: {what} already exists; refusing to replace it "
             "(pass --overwrite, or overwrite=True, to replace it)"
         )
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _tmp_name(path: Path, suffix: str = ".tmp") -> str:
@@ -182,8 +179,9 @@ def atomic_output(
     fd = _open_unnamed(path.parent)
     named: str | None = None
     if fd is None:
-        fd, named = tempfile.mkstemp(dir=path.parent, prefix=_tmp_name(path, ""), suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
+        named = str(path.parent / _tmp_name(path))
+        _reaper.watch(named)  # before it exists: a kill -9 at any moment leaves nothing
+        fd = os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, mode, encoding=enc, newline=nl) as f:
             yield f
@@ -193,10 +191,10 @@ def atomic_output(
                 _publish(f"/proc/self/fd/{f.fileno()}", path, overwrite, follow=True)
         if named is not None:
             _publish(named, path, overwrite, follow=False)
-            named = None
     finally:
         if named is not None:
             Path(named).unlink(missing_ok=True)
+            _reaper.unwatch(named)
 
 
 def atomic_write_text(path: Path, text: str, overwrite: bool = True) -> None:
@@ -289,11 +287,9 @@ def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
-    pid = os.getpid()
-    tmp = Path(
-        tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.{pid}.", suffix=".tmp")
-    )
-    os.chmod(tmp, 0o777 & ~_umask())  # a model directory as mkdir would make it, not 0700
+    tmp = out_dir.parent / _tmp_name(out_dir)
+    _reaper.watch(tmp)  # removed by the watcher if this process is killed mid-write
+    tmp.mkdir()
     old: Path | None = None
     try:
         fill(tmp)
@@ -306,7 +302,8 @@ def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
                 old = tmp
             else:
                 # A name of this call's own: two writers never collide on the old copy.
-                old = out_dir.with_name(f".{out_dir.name}.{pid}.{os.urandom(4).hex()}.old")
+                old = out_dir.parent / _tmp_name(out_dir, ".old")
+                _reaper.watch(old)
                 os.replace(out_dir, old)
                 os.replace(tmp, out_dir)
         else:
@@ -317,6 +314,9 @@ def write_dir_atomically(out_dir: Path, fill: Callable[[Path], None]) -> Path:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        for name in (tmp, old):
+            if name is not None:
+                _reaper.unwatch(name)
     return out_dir
 
 
