@@ -143,6 +143,38 @@ def test_kind_on_the_command_line_and_in_toml(tmp_path: Path) -> None:
     assert main([*args, "--out-dir", str(tmp_path / "bad"), "--config", str(toml)]) == 2
 
 
+def test_presets_by_name_on_the_command_line_and_in_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = corpus(tmp_path / "text.txt", n=100)
+    args = ["pretrain", "--corpus.train", str(text), "--corpus.n-workers", "1"]
+    args += ["--corpus.cache-dir", str(tmp_path / "c"), "--device", "cpu", "--no-train.progress"]
+    args += ["--train.max-steps", "1"]
+    # The preset's sizes, under the flags given beside it (in any order).
+    flags = ["--model.n-layers", "2", "--model.preset", "transformer-small"]
+    assert main([*args, "--out-dir", str(tmp_path / "cli"), *flags]) == 0
+    cfg = load_lm(tmp_path / "cli").model.config
+    preset = EncoderConfig.PRESETS["transformer-small"]
+    assert cfg == preset.replace(vocab_size=cfg.vocab_size, n_layers=2)
+    # In a config file's [model] table; a flag names another preset and wins over it.
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model]\npreset = "awd_lstm-small"\nhidden_size = 32\n')
+    flags = ["--config", str(toml), "--model.preset", "qrnn-small"]
+    assert main([*args, "--out-dir", str(tmp_path / "toml"), *flags]) == 0
+    cfg = load_lm(tmp_path / "toml").model.config
+    assert cfg == EncoderConfig.PRESETS["qrnn-small"].replace(
+        vocab_size=cfg.vocab_size, hidden_size=32
+    )
+    # An unknown name is refused with the known ones, on both paths.
+    toml.write_text('[model]\npreset = "qrnn-huge"\n')
+    assert main([*args, "--out-dir", str(tmp_path / "bad"), "--config", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "[model.preset]: unknown preset 'qrnn-huge'" in err and "qrnn-multifit" in err
+    with pytest.raises(SystemExit):
+        main([*args, "--out-dir", str(tmp_path / "bad"), "--model.preset", "qrnn-huge"])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_directory_saved_before_kinds_loads_as_an_awd_lstm(tmp_path: Path) -> None:
     lm = train_language_model(lm_stage(tmp_path, "awd_lstm", "old", train=TrainConfig(
         epochs=1, progress=False, max_steps=2)))  # fmt: skip

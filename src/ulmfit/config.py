@@ -48,6 +48,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+    data = _with_preset(cls, data, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -60,6 +61,20 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from e
+
+
+def _with_preset(cls: type, data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``data`` with its ``preset`` key (a name in ``cls.PRESETS``) replaced by that
+    preset's fields; the fields ``data`` gives itself win."""
+    presets = getattr(cls, "PRESETS", None)
+    if presets is None or "preset" not in data:
+        return data
+    name = data["preset"]
+    if name not in presets:
+        raise ConfigError(
+            f"{_child(where, 'preset')}: unknown preset {name!r}; known: {', '.join(presets)}"
+        )
+    return {**to_dict(presets[name]), **{k: v for k, v in data.items() if k != "preset"}}
 
 
 def _child(where: str, name: str) -> str:

@@ -1,7 +1,8 @@
 """Command-line flags generated from the dataclass configs, so the two never drift apart.
 
 A nested config ``LMStageConfig.train.lr`` becomes ``--train.lr``; help text is the
-comment beside each field. Values merge as: defaults < ``--config FILE.toml`` < flags.
+comment beside each field; a config class with ``PRESETS`` also gets ``--PREFIX.preset``.
+Values merge as: defaults < ``--config FILE.toml`` < flags.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: st
     docs = field_docs(cls)
     defaults = cls()
     group: Any = parser if not prefix else parser.add_argument_group(f"[{prefix.rstrip('.')}]")
+    presets = getattr(cls, "PRESETS", None)
+    if presets is not None:  # a name for a set of this table's fields; other flags win
+        group.add_argument(
+            f"--{prefix}preset", dest=f"{prefix}preset", default=argparse.SUPPRESS,
+            choices=list(presets), help="start from these named sizes; the flags given win",
+        )  # fmt: skip
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
