@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ulmfit.models import backbone
 from ulmfit.models.backbone import KINDS, EncoderConfig
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel, masked_concat_pool
 from ulmfit.training.param_groups import set_trainable
@@ -122,10 +123,34 @@ def test_wider_padding_changes_nothing(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_rows_that_ended_leave_the_batch_without_changing_the_result(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Training on the CPU runs each chunk on the rows still reading; the same logits as
+    running every row over its padding (rows in any order, a prefix and a short row)."""
+    model = tiny(max_len=12, bptt=4, kind=kind).eval()
+    torch.manual_seed(3)
+    lengths = torch.tensor([5, 17, 1, 9])
+    x = torch.randint(2, 60, (4, 17))
+    seen: list[int] = []
+    model.encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].size(0)))
+    skipping = model(x, lengths).logits
+    monkeypatch.setattr(backbone, "host_reads_are_free", lambda t: False)
+    n_calls = len(seen)
+    padded = model(x, lengths).logits
+    torch.testing.assert_close(skipping, padded, rtol=0, atol=1e-5)
+    if kind != "transformer":  # it reads all windows at once, in one call
+        assert seen[n_calls:] == [4, 4, 4]  # every row in every chunk
+        assert seen[:n_calls] == [4, 3, 2]  # windows 12, 9, 5, 1: fewer rows each chunk
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_forward_never_reads_a_tensor_value_on_the_host(
     monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """On a GPU each such read (int(t), t.item(), t.tolist()) stalls the host every batch."""
+    """On a GPU each such read (int(t), t.item(), t.tolist()) stalls the host every batch
+    (on the CPU, where reads are free, training skips rows that have ended instead)."""
+    monkeypatch.setattr(backbone, "host_reads_are_free", lambda t: False)
     model = tiny(max_len=50, bptt=5, kind=kind).train()
     x = torch.randint(2, 60, (4, 30))
     lengths = torch.tensor([30, 22, 9, 1])

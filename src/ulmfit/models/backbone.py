@@ -113,6 +113,44 @@ class EncoderConfig:
     def replace(self, **changes: Any) -> EncoderConfig:
         return dataclasses.replace(self, **changes)
 
+    #: Named sizes, chosen by ``--model.preset NAME`` or ``preset = "NAME"`` in a config
+    #: file's ``[model]`` table; fields given beside the name win over the preset's.
+    PRESETS: ClassVar[dict[str, EncoderConfig]]
+
+
+EncoderConfig.PRESETS = {
+    # ULMFiT's AWD-LSTM (Howard & Ruder 2018): the defaults.
+    "awd_lstm": EncoderConfig(),
+    # An AWD-LSTM a 2-core CPU trains in minutes.
+    "awd_lstm-small": EncoderConfig(emb_size=64, hidden_size=256, n_layers=3),
+    # MultiFiT's QRNN (Eisenschlos et al. 2019): 4 layers of 1550, 400-d embeddings; the
+    # paper pairs it with a SentencePiece vocabulary of 15k pieces (--tokenizer.kind spm
+    # --vocab.max-size 15000).
+    "qrnn-multifit": EncoderConfig(kind="qrnn", emb_size=400, hidden_size=1550, n_layers=4),
+    # A QRNN a 2-core CPU trains in minutes.
+    "qrnn-small": EncoderConfig(kind="qrnn", emb_size=64, hidden_size=256, n_layers=3),
+    # GPT-2 small's shape (Radford et al. 2019, 124M parameters with its 50,257 tokens) and
+    # its dropouts; `ulmfit import-gpt2` reads the sizes from a checkpoint instead.
+    "gpt2": EncoderConfig(
+        kind="transformer",
+        emb_size=768,
+        hidden_size=3072,
+        n_layers=12,
+        n_heads=12,
+        context=1024,
+        input_p=0.1,
+        embed_p=0.0,
+        weight_p=0.0,
+        hidden_p=0.1,
+        output_p=0.0,
+        attn_p=0.1,
+    ),
+    # A Transformer a 2-core CPU trains in minutes.
+    "transformer-small": EncoderConfig(
+        kind="transformer", emb_size=64, hidden_size=256, n_layers=3, n_heads=4, context=256
+    ),
+}
+
 
 class EncoderOutput(NamedTuple):
     """What a backbone returns for a batch ``(B, T)``."""
@@ -179,7 +217,8 @@ class Backbone(nn.Module):
         ``min(len, max_len)`` tokens, left-aligned in ``(B, W, E)``, and those lengths.
 
         ``shrink`` (inference): rows leave the batch once read, so a long document costs
-        no padding to the short ones.
+        no padding to the short ones (a backbone may do so in training too where it is
+        free, as the recurrent ones do on the CPU).
         """
         raise NotImplementedError
 
@@ -247,10 +286,15 @@ class RecurrentBackbone(Backbone):
     def read_windows(
         self, x: Tensor, lengths: Tensor, max_len: int, bptt: int, shrink: bool = False
     ) -> tuple[Tensor, Tensor]:
-        if shrink:
+        # Rows that have ended leave the batch wherever their lengths can be read on the
+        # host without a stall: always at inference (``shrink``), and in training on the
+        # CPU, where padded steps cost as much as real ones. In training on a GPU the
+        # padded steps are cheaper than a host read of the lengths every batch.
+        skip = shrink or host_reads_are_free(lengths)
+        if skip:
             perm = _sorted_by_window(lengths, max_len)
             if perm is not None:
-                got, window = self.read_windows(x[perm], lengths[perm], max_len, bptt, True)
+                got, window = self.read_windows(x[perm], lengths[perm], max_len, bptt, shrink)
                 inv = torch.empty_like(perm)
                 inv[perm] = torch.arange(perm.numel(), device=perm.device)
                 return got[inv], window[inv]
@@ -259,17 +303,14 @@ class RecurrentBackbone(Backbone):
         state: State | None = None
         # Without gradients nothing is kept between chunks, so the prefix is read max_len
         # at a time: the same memory bound as the window, far fewer kernel launches.
-        if shrink and int(prefix.max()) > 0:
-            state = self.read_prefix(x, prefix, max(bptt, max_len))
-        elif not shrink and x.size(1) > max_len:
-            # Training reads shapes from x, not lengths: a GPU tensor's value would stall
-            # the host once per batch.
+        # Without host reads, whether there is a prefix comes from the shape of x.
+        if (int(prefix.max()) > 0) if skip else (x.size(1) > max_len):
             state = self.read_prefix(x, prefix, max(bptt, max_len))
         window = lengths - prefix  # (B,) in [1, max_len]
-        W = int(window[0]) if shrink else min(x.size(1), max_len)
+        W = int(window[0]) if skip else min(x.size(1), max_len)
         win_ids = gather_windows(x, lengths, prefix, W, self.config.pad_id)
         starts = list(range(0, W, bptt))
-        if not shrink:
+        if not skip:
             outs = []
             for start in starts:
                 enc = self(win_ids[:, start : start + bptt], state)
@@ -289,6 +330,12 @@ class RecurrentBackbone(Backbone):
             out[:k, start : start + bptt] = enc.raw_output
         assert out is not None
         return out, window
+
+
+def host_reads_are_free(t: Tensor) -> bool:
+    """Whether reading ``t``'s values on the host costs nothing (a CPU tensor), rather than
+    a stall of the device's queue."""
+    return t.device.type == "cpu"
 
 
 def gather_windows(x: Tensor, lengths: Tensor, prefix: Tensor, width: int, pad_id: int) -> Tensor:

@@ -12,8 +12,18 @@ from torch import Tensor, nn
 
 
 def dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
-    """A Bernoulli(1 - p) mask scaled by 1/(1 - p), so expectations are unchanged."""
-    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+    """A Bernoulli(1 - p) mask scaled by 1/(1 - p), so expectations are unchanged.
+
+    Drawn as ``uniform >= p``: on a CPU about twice as fast as ``bernoulli_`` (and
+    ``F.dropout``), which matters for DropConnect's weight-sized masks, drawn every chunk.
+    """
+    keep = torch.rand(shape, device=like.device) >= p
+    return keep.to(like.dtype).mul_(1.0 / (1.0 - p))
+
+
+def drop_connect(weight: Tensor, p: float) -> Tensor:
+    """``weight`` with each entry zeroed with probability ``p`` (the rest scaled up)."""
+    return weight * dropout_mask(weight, tuple(weight.shape), p)
 
 
 class LockedDropout(nn.Module):
@@ -88,7 +98,7 @@ class WeightDropLSTM(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         if self.training and self.weight_p > 0.0:
             raw: Tensor = self.lstm.weight_hh_l0  # type: ignore[assignment]
-            w_hh = F.dropout(raw, self.weight_p, training=True)
+            w_hh = drop_connect(raw, self.weight_p)
             out, new_state = torch.func.functional_call(
                 self.lstm, {"weight_hh_l0": w_hh}, (x, state)
             )

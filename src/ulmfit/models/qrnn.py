@@ -26,6 +26,7 @@ from ulmfit.models.backbone import (
     State,
     register,
 )
+from ulmfit.models.dropout import drop_connect
 
 
 class _ForgetMult(torch.autograd.Function):
@@ -103,7 +104,7 @@ class QRNNLayer(nn.Module):
             prev = x.new_zeros(B, 1, self.n_in) if state is None else state[0].transpose(0, 1)
             x = torch.cat([torch.cat([prev.to(x.dtype), x[:, :-1]], 1), x], -1)
         if self.training and self.weight_p > 0.0:
-            w = F.dropout(self.linear.weight, self.weight_p, training=True)
+            w = drop_connect(self.linear.weight, self.weight_p)
             gates = F.linear(x, w, self.linear.bias)
         else:
             gates = self.linear(x)  # a module call: dynamic int8 can swap it
@@ -157,8 +158,6 @@ class QRNNEncoder(RecurrentBackbone):
         return tuple(new_state)
 
 
-#: MultiFiT's QRNN (Eisenschlos et al. 2019): 4 layers of 1550, 400-d embeddings, used with
-#: a SentencePiece vocabulary of 15k pieces.
-MULTIFIT = EncoderConfig(kind="qrnn", emb_size=400, hidden_size=1550, n_layers=4)
-#: A QRNN a 2-core CPU trains in minutes.
-SMALL = EncoderConfig(kind="qrnn", emb_size=64, hidden_size=256, n_layers=3)
+#: MultiFiT's QRNN and a small one (``EncoderConfig.PRESETS``, where their sources are).
+MULTIFIT = EncoderConfig.PRESETS["qrnn-multifit"]
+SMALL = EncoderConfig.PRESETS["qrnn-small"]
