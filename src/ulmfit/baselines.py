@@ -459,7 +459,7 @@ def random_lm(
             counts.update(tokens)
         vocab = Vocab.from_counts(counts, max_vocab, min_freq)
     torch.manual_seed(seed)
-    model = AWDLSTMLanguageModel(cfg.replace(vocab_size=len(vocab)))
+    model = AWDLSTMLanguageModel(cfg.replace(vocab_size=len(vocab), pad_id=vocab.pad_id))
     extra = {"stage": "random-init", "corpus_stats": {"vocab_docs": len(texts)}}
     return write_dir_atomically(
         Path(out_dir), lambda tmp: write_lm_files(tmp, model, vocab, tok_cfg, spm, extra)

@@ -39,11 +39,22 @@ def test_from_counts_bad_limits() -> None:
 
 def test_constructor_validates() -> None:
     with pytest.raises(ValueError, match="special tokens"):
-        Vocab(["the", *SPECIAL_TOKENS])
+        Vocab(["the", *SPECIAL_TOKENS[1:], SPECIAL_TOKENS[0]])  # shuffled specials
+    with pytest.raises(ValueError, match="special tokens"):
+        Vocab(["the", *SPECIAL_TOKENS[:4], "a", *SPECIAL_TOKENS[4:]])  # in the middle
     with pytest.raises(ValueError, match="special tokens"):
         Vocab(SPECIAL_TOKENS[:5])
     with pytest.raises(ValueError, match="duplicate token in vocabulary: 'a'"):
         Vocab([*SPECIAL_TOKENS, "a", "b", "a"])
+
+
+def test_specials_last_keep_a_pretrained_tokenizers_ids() -> None:
+    """GPT-2's layout: its pieces keep their ids, the specials follow them."""
+    v = Vocab(["the", "cat", *SPECIAL_TOKENS])
+    assert (v.unk_id, v.pad_id) == (2, 3)
+    assert v.numericalize(["cat", "the", "dog", "xxbos"]).tolist() == [1, 0, 2, 4]
+    assert (Vocab(SPECIAL_TOKENS).unk_id, Vocab(SPECIAL_TOKENS).pad_id) == (0, 1)
+    assert "the" in repr(v)
 
 
 def test_numericalize_and_textify() -> None:

@@ -27,7 +27,7 @@ from ulmfit.checkpoint import CheckpointError, refuse_existing, write_dir_atomic
 from ulmfit.models.backbone import EncoderConfig
 from ulmfit.models.io import write_lm_files
 from ulmfit.models.language_model import LanguageModel
-from ulmfit.text.bytebpe import ID_OFFSET, ByteBPETokenizer
+from ulmfit.text.bytebpe import ByteBPETokenizer
 from ulmfit.text.tokenize import BOS, SPECIAL_TOKENS, TokenizerConfig
 from ulmfit.text.vocab import Vocab
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 EOT = "<|endoftext|>"
 
 
-def gpt2_encoder_config(hf: dict[str, Any], vocab_size: int) -> EncoderConfig:
+def gpt2_encoder_config(hf: dict[str, Any], vocab_size: int, pad_id: int) -> EncoderConfig:
     """Our transformer config for a GPT-2 ``config.json`` (its dropouts, none of ours)."""
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
@@ -48,6 +48,7 @@ def gpt2_encoder_config(hf: dict[str, Any], vocab_size: int) -> EncoderConfig:
     return EncoderConfig(
         kind="transformer",
         vocab_size=vocab_size,
+        pad_id=pad_id,
         emb_size=d,
         hidden_size=int(hf.get("n_inner") or 4 * d),
         n_layers=int(hf["n_layer"]),
@@ -133,17 +134,20 @@ def import_gpt2(hf_dir: Path | str, out_dir: Path | str, overwrite: bool = False
         wte = sd.get("transformer.wte.weight", sd.get("wte.weight"))
         if wte is None:
             raise CheckpointError(f"{weights}: missing tensor 'wte.weight'")
-        n_gpt2 = len(itos) - ID_OFFSET
+        vocab = Vocab(itos)
+        n_gpt2 = len(itos) - len(SPECIAL_TOKENS)
         if wte.size(0) < n_gpt2:
             raise CheckpointError(
                 f"{weights}: {wte.size(0)} embedding rows, but the tokenizer has {n_gpt2} tokens"
             )
         wte = wte[:n_gpt2].float()  # rows past the tokenizer's (padding) are never used
-        specials = wte.mean(0).expand(ID_OFFSET, -1).clone()
+        # GPT-2's rows keep their ids; ulmfit's specials follow, as the mean row, except
+        # xxbos, which starts each document as GPT-2's <|endoftext|> does.
+        specials = wte.mean(0).expand(len(SPECIAL_TOKENS), -1).clone()
         if EOT in itos:
-            specials[SPECIAL_TOKENS.index(BOS)] = wte[itos.index(EOT) - ID_OFFSET]
-        rows = torch.cat([specials, wte])
-        config = gpt2_encoder_config(hf, len(itos))
+            specials[SPECIAL_TOKENS.index(BOS)] = wte[itos.index(EOT)]
+        rows = torch.cat([wte, specials])
+        config = gpt2_encoder_config(hf, len(itos), vocab.pad_id)
         model = LanguageModel(config)
         missing, unexpected = model.load_state_dict(
             gpt2_state(sd, config.n_layers, rows), strict=False
@@ -154,7 +158,7 @@ def import_gpt2(hf_dir: Path | str, out_dir: Path | str, overwrite: bool = False
             )
         extra = {"stage": "import-gpt2", "source": {"dir": str(hf_dir)}}
         write_dir_atomically(
-            out, lambda d: write_lm_files(d, model, Vocab(itos), tok_cfg, tok_path, extra)
+            out, lambda d: write_lm_files(d, model, vocab, tok_cfg, tok_path, extra)
         )
     log.info("imported GPT-2 (%d layers, %d tokens) into %s", config.n_layers, n_gpt2, out)
     return out

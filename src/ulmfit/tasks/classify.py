@@ -364,11 +364,14 @@ class TextClassifier:
 
         train_docs = self.numericalize(train_texts)
         valid_docs = self.numericalize(valid_texts) if valid_texts else []
+        pad = model_cfg.encoder.pad_id
         train_b = ClassificationBatches(
-            train_docs, y_train, cfg.bs, train=True, seed=cfg.train.seed, device=device
+            train_docs, y_train, cfg.bs, train=True, seed=cfg.train.seed, pad_id=pad, device=device
         )
         valid_b = (
-            ClassificationBatches(valid_docs, y_valid, cfg.bs * 2, train=False, device=device)
+            ClassificationBatches(
+                valid_docs, y_valid, cfg.bs * 2, train=False, pad_id=pad, device=device
+            )
             if valid_docs
             else None
         )
@@ -497,7 +500,9 @@ class TextClassifier:
         docs = self.numericalize(texts)
         if bs is None:
             bs = INT8_BATCH_SIZE if self.quantized else self.config.bs * 2
-        return ClassificationBatches(docs, None, bs, train=False, device=self.device)
+        assert self.model is not None
+        pad = self.model.config.encoder.pad_id
+        return ClassificationBatches(docs, None, bs, train=False, pad_id=pad, device=self.device)
 
     def predict_proba(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
         """``(N, C)`` class probabilities (softmax) or per-label probabilities (sigmoid).

@@ -264,7 +264,7 @@ def _build_model(
         loaded = load_lm(resume_dir)
         return loaded.model
     if pre is None:
-        return AWDLSTMLanguageModel(cfg.model.replace(vocab_size=len(vocab)))
+        return AWDLSTMLanguageModel(cfg.model.replace(vocab_size=len(vocab), pad_id=vocab.pad_id))
     # Stage 2: the pretrained architecture, this stage's dropouts, the target vocabulary.
     sizes = pre.model.config
     if cfg.model.kind not in (sizes.kind, AWDLSTMConfig().kind):
@@ -274,7 +274,9 @@ def _build_model(
         )
     # Everything but the dropouts is the pretrained architecture's.
     model_cfg = sizes.replace(
-        vocab_size=len(vocab), **{k: getattr(cfg.model, k) for k in DROPOUT_FIELDS}
+        vocab_size=len(vocab),
+        pad_id=vocab.pad_id,
+        **{k: getattr(cfg.model, k) for k in DROPOUT_FIELDS},
     )
     model = AWDLSTMLanguageModel(model_cfg)
     state = {k: v for k, v in pre.model.state_dict().items()}

@@ -1,10 +1,9 @@
 """GPT-2's byte-level BPE, through the ``tokenizers`` library (the ``bytebpe`` kind).
 
 No rules run first: GPT-2 reads text as it is (case, spaces and all). Its pieces are the
-tokens; the vocabulary is ulmfit's special tokens (ids 0-8) followed by GPT-2's in its
-own order, so GPT-2's id ``i`` is ulmfit's ``i + 9`` (:data:`ID_OFFSET`). A document
-starts with ``xxbos``, whose embedding an imported GPT-2 takes from ``<|endoftext|>``
-(GPT-2's document separator).
+tokens, and they keep GPT-2's own ids: the vocabulary is GPT-2's pieces in its order,
+then ulmfit's nine special tokens. A document starts with ``xxbos``, whose embedding an
+imported GPT-2 takes from ``<|endoftext|>`` (GPT-2's document separator).
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ulmfit.text.tokenize import BOS, EOS, SPECIAL_TOKENS, TokenizerConfig, tokenize_many_with
-
-#: ulmfit id = GPT-2 id + ID_OFFSET (the special tokens come first).
-ID_OFFSET = len(SPECIAL_TOKENS)
 
 
 class ByteBPETokenizer:
@@ -54,7 +50,7 @@ class ByteBPETokenizer:
         return tokenize_many_with(self, texts, n_workers, chunk_size)
 
     def itos(self) -> list[str]:
-        """ulmfit's special tokens, then GPT-2's pieces by id."""
+        """GPT-2's pieces by id (so its ids stay its own), then ulmfit's special tokens."""
         n = self._tok.get_vocab_size(with_added_tokens=True)
         pieces = [self._tok.id_to_token(i) or "" for i in range(n)]
         if "" in pieces:
@@ -62,4 +58,4 @@ class ByteBPETokenizer:
         clash = sorted(set(pieces) & set(SPECIAL_TOKENS))
         if clash:
             raise ValueError(f"{self.path}: its vocabulary holds ulmfit's special tokens {clash}")
-        return [*SPECIAL_TOKENS, *pieces]
+        return [*pieces, *SPECIAL_TOKENS]

@@ -88,13 +88,14 @@ class TokenizedCorpus:
         return Vocab(SPECIAL_TOKENS + self.itos[n_special : n_special + n_keep])
 
     def lookup(self, vocab: Vocab) -> np.ndarray:
-        """int32 table: corpus type id -> ``vocab`` id (0, ``xxunk``, when missing)."""
+        """int32 table: corpus type id -> ``vocab`` id (``xxunk``'s when missing)."""
+        unk = vocab.unk_id
         return np.fromiter(
-            (vocab.stoi.get(t, 0) for t in self.itos), dtype=np.int32, count=len(self.itos)
+            (vocab.stoi.get(t, unk) for t in self.itos), dtype=np.int32, count=len(self.itos)
         )
 
     def numericalize(self, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, offsets)`` with ids in ``vocab`` (types it lacks become 0)."""
+        """``(ids, offsets)`` with ids in ``vocab`` (types it lacks become ``xxunk``)."""
         lut = self.lookup(vocab)
         out = np.empty(len(self.ids), dtype=np.int32)
         for s in range(0, len(self.ids), _REMAP_BLOCK):  # blocks: no corpus-sized temporaries

@@ -1,4 +1,6 @@
-"""Token <-> id mapping; the special tokens always hold ids 0..8."""
+"""Token <-> id mapping. The special tokens hold ids 0..8, or, after a pretrained
+tokenizer's own pieces (GPT-2's byte-level BPE), the last nine ids, so that its ids stay
+its own."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ulmfit.checkpoint import atomic_write_text
-from ulmfit.text.tokenize import SPECIAL_TOKENS
+from ulmfit.text.tokenize import PAD, SPECIAL_TOKENS, UNK
 
 VOCAB_FORMAT = "ulmfit-vocab"
 VOCAB_VERSION = 1
@@ -30,9 +32,13 @@ class Vocab:
     def __init__(self, itos: Sequence[str]) -> None:
         itos = list(itos)
         n_special = len(SPECIAL_TOKENS)
-        if itos[:n_special] != SPECIAL_TOKENS:
+        if itos[:n_special] == SPECIAL_TOKENS:
+            self.first_special = 0
+        elif len(itos) > n_special and itos[-n_special:] == SPECIAL_TOKENS:
+            self.first_special = len(itos) - n_special
+        else:
             raise ValueError(
-                f"a vocabulary must start with the special tokens {SPECIAL_TOKENS}, "
+                f"a vocabulary must start (or end) with the special tokens {SPECIAL_TOKENS}, "
                 f"got {itos[:n_special]}"
             )
         bad = [t for t in itos if not isinstance(t, str)]
@@ -50,6 +56,16 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.itos)
 
+    @property
+    def unk_id(self) -> int:
+        """The id of ``xxunk``, which every token the vocabulary lacks becomes."""
+        return self.first_special + SPECIAL_TOKENS.index(UNK)
+
+    @property
+    def pad_id(self) -> int:
+        """The id of ``xxpad``."""
+        return self.first_special + SPECIAL_TOKENS.index(PAD)
+
     def __contains__(self, token: object) -> bool:
         return token in self.stoi
 
@@ -59,12 +75,13 @@ class Vocab:
     __hash__ = None  # type: ignore[assignment]  # mutable-looking container
 
     def __repr__(self) -> str:
-        n = len(SPECIAL_TOKENS)
-        return f"Vocab({len(self)} tokens: {self.itos[n : n + 5]}...)"
+        start = len(SPECIAL_TOKENS) if self.first_special == 0 else 0
+        return f"Vocab({len(self)} tokens: {self.itos[start : start + 5]}...)"
 
     def numericalize(self, tokens: Sequence[str]) -> np.ndarray:
-        """int32 ids of ``tokens``; unknown tokens get 0 (``xxunk``)."""
-        return np.fromiter(map(self.stoi.get, tokens, repeat(0)), dtype=np.int32, count=len(tokens))
+        """int32 ids of ``tokens``; unknown tokens get ``xxunk``'s."""
+        unk = repeat(self.unk_id)
+        return np.fromiter(map(self.stoi.get, tokens, unk), dtype=np.int32, count=len(tokens))
 
     def textify(self, ids: Iterable[int] | np.ndarray, sep: str = " ") -> str:
         """The tokens of ``ids`` joined by ``sep``."""
