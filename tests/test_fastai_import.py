@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -119,7 +122,7 @@ def test_cli_import_fastai(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     junk.write_bytes(b"not a torch file")
     assert main(["-q", "import-fastai", str(junk), str(vocab), str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "junk.pth" in err and "weights-only" in err and "Traceback" not in err
+    assert "junk.pth" in err and "torch file of tensors" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 
@@ -149,7 +152,78 @@ def test_vocab_pickle_cannot_run_code(tmp_path: Path) -> None:
 
 
 def test_weights_file_cannot_run_code(tmp_path: Path) -> None:
+    """A pickle whose __reduce__ would write a marker file: it is never called."""
+    marker = tmp_path / "pwned"
+    weights, vocab, _, _ = fastai_files(tmp_path)
+    sd = torch.load(weights, weights_only=True)
     evil = tmp_path / "model.pth"
-    torch.save({"0.encoder.weight": torch.zeros(2, 2), "x": _Evil()}, evil)
-    with pytest.raises(CheckpointError, match="weights-only"):
-        import_fastai(evil, tmp_path / "nope.pkl", tmp_path / "out")
+    torch.save({"model": sd, "opt": _Marker(marker)}, evil)
+    out = import_fastai(evil, vocab, tmp_path / "out")  # the optimizer state is dropped
+    assert load_lm(out).model.config.n_layers == 3
+    torch.save({**sd, "0.extra": _Marker(marker)}, evil)
+    with pytest.raises(CheckpointError, match=re.escape("not tensors: ['0.extra']")):
+        import_fastai(evil, vocab, tmp_path / "out2")
+    assert not marker.exists() and not (tmp_path / "out2").exists()
+
+
+class _Marker:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_a_learner_save_file_with_optimizer_state_imports(tmp_path: Path) -> None:
+    """``learn.save('x')`` keeps fastcore's ``L`` in the optimizer state: torch's
+    weights-only reader refuses it; the tensors are read, the rest never built."""
+    weights, vocab, ref, _ = fastai_files(tmp_path)
+    sd = torch.load(weights, weights_only=True)
+    fake = types.ModuleType("fastcore.foundation")  # pickled by name; absent when loading
+
+    class L(list):
+        pass
+
+    L.__module__, L.__qualname__ = fake.__name__, "L"
+    fake.L = L  # type: ignore[attr-defined]
+    opt = {"state": L([{"grad_avg": torch.ones(3), "step": 4}]), "hypers": L([{"lr": 1e-3}])}
+    saved = tmp_path / "x.pth"
+    parent = types.ModuleType("fastcore")
+    parent.foundation = fake  # type: ignore[attr-defined]
+    sys.modules.update({"fastcore": parent, fake.__name__: fake})
+    try:
+        torch.save({"model": sd, "opt": opt}, saved)
+    finally:
+        del sys.modules["fastcore"], sys.modules[fake.__name__]
+    with pytest.raises(Exception, match=re.escape("fastcore.foundation.L")):
+        torch.load(saved, weights_only=True)  # what the user met before
+    lm = load_lm(import_fastai(saved, vocab, tmp_path / "lm"))
+    assert torch.equal(
+        lm.model.encoder.rnns[0].lstm.weight_ih_l0, ref.encoder.rnns[0].lstm.weight_ih_l0
+    )
+
+
+def test_a_decoder_without_bias_imports_and_other_layouts_are_named(tmp_path: Path) -> None:
+    weights, vocab, ref, _ = fastai_files(tmp_path)
+    sd = torch.load(weights, weights_only=True)
+    with torch.no_grad():
+        ref.decoder.bias.zero_()  # out_bias=False: the same logits as a zero bias
+    no_bias = tmp_path / "no_bias.pth"
+    torch.save({k: v for k, v in sd.items() if k != "1.decoder.bias"}, no_bias)
+    lm = load_lm(import_fastai(no_bias, vocab, tmp_path / "lm"))
+    assert torch.count_nonzero(lm.model.decoder.bias) == 0
+    x = torch.randint(0, 49, (2, 7))
+    ids = torch.tensor(
+        [lm.vocab.stoi[t] for t in FASTAI_SPECIALS + [f"word{i}" for i in range(40)]]
+    )
+    with torch.no_grad():
+        theirs = ref.eval()(x).logits
+        ours = lm.model.eval()(ids[x]).logits[..., ids]
+    assert torch.equal(ours, theirs)
+    broken = tmp_path / "broken.pth"
+    torch.save({k: v for k, v in sd.items() if k != "0.rnns.1.module.bias_ih_l0"}, broken)
+    with pytest.raises(CheckpointError, match=re.escape("missing '0.rnns.1.module.bias_ih_l0'")):
+        import_fastai(broken, vocab, tmp_path / "b1")
+    torch.save({**sd, "1.layers.0.weight": torch.zeros(2)}, broken)
+    with pytest.raises(CheckpointError, match=re.escape("unexpected key(s) ['1.layers.0.weight']")):
+        import_fastai(broken, vocab, tmp_path / "b2")

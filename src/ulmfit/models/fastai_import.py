@@ -1,9 +1,13 @@
 """Import fastai's published AWD-LSTM weights (e.g. WT103 ``lstm_wt103.pth`` + ``itos_wt103.pkl``).
 
-Nothing in the input files is executed: the weights are read with
-``torch.load(weights_only=True)`` and the vocabulary (a pickled list of strings) with an
-unpickler that refuses every global, so a file that tries to build any object other than
-lists, strings and numbers fails with a clear error instead of running code.
+Nothing in the input files is executed. The weights are read with
+``torch.load(weights_only=True)``; a file that holds more than tensors (``Learner.save``
+keeps the optimizer state, with fastcore's ``L`` and other classes) is read again with an
+unpickler that builds tensors and plain containers only and stands every other class or
+function the file names in for an inert placeholder, never imported, never called. The
+vocabulary (a pickled list of strings) is read with an unpickler that refuses every
+global, so a file that tries to build anything but lists, strings and numbers fails with
+a clear error instead of running code.
 """
 
 from __future__ import annotations
@@ -54,25 +58,108 @@ def load_fastai_vocab(path: Path | str) -> list[str]:
     return obj
 
 
+class _Inert:
+    """Stands in for a class or function a torch file names but that is never imported:
+    calling it, or filling it as pickle does, only records what it was given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__.setdefault("list", []).append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__.setdefault("list", []).extend(values)
+
+
+# What a state dict needs: torch's tensor rebuilders and plain containers. Storage types
+# are resolved by torch.load itself; dtypes are looked up by name below.
+_TORCH_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("collections", "OrderedDict"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+}
+
+
+class _TensorsOnly(pickle.Unpickler):
+    """Builds tensors and containers; every other global becomes an :class:`_Inert`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _TORCH_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        return type(name, (_Inert,), {"__module__": f"inert:{module}"})
+
+
+class _TensorsOnlyPickle:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler is :class:`_TensorsOnly`."""
+
+    Unpickler = _TensorsOnly
+    load = pickle.load  # torch.load checks that the module has one; it is never used
+
+
 def load_fastai_weights(path: Path | str) -> dict[str, Tensor]:
-    """A fastai LM state dict (plain, or under ``'model'`` as ``Learner.save`` writes it)."""
+    """A fastai LM state dict: plain, or under ``'model'`` as ``Learner.save`` writes it
+    (with the optimizer state beside it, read inertly and dropped)."""
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, refused globals
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({e})") from e
+    except Exception as first:  # pickle errors, zip errors, refused globals
+        try:  # a Learner.save file: its optimizer state names fastcore's classes
+            obj = torch.load(
+                path, map_location="cpu", weights_only=False, pickle_module=_TensorsOnlyPickle
+            )
+        except Exception:
+            raise CheckpointError(
+                f"{path}: cannot read as a torch file of tensors ({first})"
+            ) from first
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or "0.encoder.weight" not in obj:
         raise CheckpointError(f"{path}: no '0.encoder.weight': not a fastai AWD-LSTM LM state dict")
+    bad = sorted(str(k) for k, v in obj.items() if not isinstance(v, Tensor))
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {bad[:5]}")
     return obj
 
 
-def fastai_to_ulmfit(sd: dict[str, Tensor]) -> tuple[AWDLSTMConfig, dict[str, Tensor]]:
-    """Our config and state dict (in fastai's vocabulary order) from a fastai state dict."""
-    emb = sd["0.encoder.weight"]
-    n_layers = 1 + max(int(m.group(1)) for k in sd if (m := _LAYER_KEY.match(k)))
-    hidden = sd["0.rnns.0.weight_hh_l0_raw"].shape[1] if n_layers > 1 else emb.shape[1]
+def _tensor(sd: dict[str, Tensor], key: str, where: Path | str) -> Tensor:
+    try:
+        return sd[key]
+    except KeyError:
+        raise CheckpointError(
+            f"{where}: missing {key!r}: not the layout of a fastai AWD-LSTM language model "
+            f"(its keys: {', '.join(sorted(sd)[:8])}{' ...' if len(sd) > 8 else ''})"
+        ) from None
+
+
+def fastai_to_ulmfit(
+    sd: dict[str, Tensor], where: Path | str = "state dict"
+) -> tuple[AWDLSTMConfig, dict[str, Tensor]]:
+    """Our config and state dict (in fastai's vocabulary order) from a fastai state dict.
+
+    A decoder without bias (``out_bias=False``) gets a zero one: the same logits. Any
+    other missing key is an error that names it and ``where``.
+    """
+    emb = _tensor(sd, "0.encoder.weight", where)
+    layers = [int(m.group(1)) for k in sd if (m := _LAYER_KEY.match(k))]
+    if not layers:
+        _tensor(sd, "0.rnns.0.weight_hh_l0_raw", where)  # raises, naming the key
+    n_layers = 1 + max(layers)
+    hh0 = _tensor(sd, "0.rnns.0.weight_hh_l0_raw", where)
+    hidden = hh0.shape[1] if n_layers > 1 else emb.shape[1]
     dec_w = sd.get("1.decoder.weight")
     tied = dec_w is None or torch.equal(dec_w, emb)
     config = AWDLSTMConfig(
@@ -85,10 +172,21 @@ def fastai_to_ulmfit(sd: dict[str, Tensor]) -> tuple[AWDLSTMConfig, dict[str, Te
     out = {"encoder.embedding.weight": emb}
     for i in range(n_layers):
         src = f"0.rnns.{i}."
-        out[f"encoder.rnns.{i}.lstm.weight_hh_l0"] = sd[src + "weight_hh_l0_raw"]
+        out[f"encoder.rnns.{i}.lstm.weight_hh_l0"] = _tensor(sd, src + "weight_hh_l0_raw", where)
         for name in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0"):
-            out[f"encoder.rnns.{i}.lstm.{name}"] = sd[src + "module." + name]
-    out["decoder.bias"] = sd["1.decoder.bias"]
+            out[f"encoder.rnns.{i}.lstm.{name}"] = _tensor(sd, src + "module." + name, where)
+    bias = sd.get("1.decoder.bias")
+    out["decoder.bias"] = bias if bias is not None else emb.new_zeros(emb.shape[0])
+    known = {"0.encoder.weight", "0.encoder_dp.emb.weight", "1.decoder.weight", "1.decoder.bias"}
+    for i in range(n_layers):
+        known |= {f"0.rnns.{i}.weight_hh_l0_raw", f"0.rnns.{i}.module.weight_hh_l0"}
+        known |= {f"0.rnns.{i}.module.{n}" for n in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0")}
+    extra = sorted(set(sd) - known)
+    if extra:
+        raise CheckpointError(
+            f"{where}: unexpected key(s) {extra[:5]}: not the layout of a fastai AWD-LSTM "
+            "language model (a classifier's weights, or another architecture?)"
+        )
     if not tied and dec_w is not None:
         out["decoder.weight"] = dec_w
     return config, out
@@ -138,7 +236,7 @@ def import_fastai(
     refuse_existing(Path(out_dir), overwrite, "model directory")
     sd = load_fastai_weights(weights_path)
     fa_itos = load_fastai_vocab(vocab_path)
-    config, state = fastai_to_ulmfit(sd)
+    config, state = fastai_to_ulmfit(sd, weights_path)
     if len(fa_itos) != config.vocab_size:
         raise CheckpointError(
             f"{vocab_path}: {len(fa_itos)} tokens, but {weights_path} has an embedding of "
