@@ -145,7 +145,7 @@ class SpacyRulesTokenizer:
     def reset(self) -> None:
         """A fresh tokenizer: spaCy caches the chunks it has split, so each run starts cold,
         as a pass over a new corpus does."""
-        self.tokenizer = self.spacy.blank("en").tokenizer
+        self.tokenizer: Any = self.spacy.blank("en").tokenizer  # a spacy Tokenizer
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         if not self.rules:

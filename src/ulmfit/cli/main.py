@@ -150,12 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
         "import-fastai",
         help="Convert fastai AWD-LSTM LM weights (.pth) + vocabulary (.pkl) to a model directory.",
         description="Convert fastai's published AWD-LSTM language model (e.g. lstm_wt103.pth and "
-        "itos_wt103.pkl) into a ulmfit model directory. The files are read without executing "
-        "code (torch weights_only loading; the vocabulary unpickler accepts only strings).",
+        "itos_wt103.pkl) into a ulmfit model directory that tokenises as fastai does. The files "
+        "are read without executing code (tensors and containers only; the vocabulary "
+        "unpickler accepts only strings).",
     )
     p.add_argument("weights", type=Path, help="fastai model file (MODEL.pth)")
     p.add_argument("vocab", type=Path, help="fastai vocabulary pickle (itos, VOCAB.pkl)")
     p.add_argument("out_dir", type=Path, help="model directory to write")
+    p.add_argument(
+        "--tokenizer", choices=["fastai", "word"], default="fastai",
+        help="the tokenizer the directory records: fastai's own (spaCy + its rules, what the "
+        "model was trained on; needs the 'fastai' extra) or ulmfit's faster 'word' tokenizer",
+    )  # fmt: skip
     _add_overwrite(p)
 
     p = sub.add_parser(
@@ -382,8 +388,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "import-fastai":
         from ulmfit.models.fastai_import import import_fastai
+        from ulmfit.text.tokenize import TokenizerConfig
 
-        out = import_fastai(args.weights, args.vocab, args.out_dir, overwrite=args.overwrite)
+        tok = TokenizerConfig(kind=args.tokenizer)
+        out = import_fastai(
+            args.weights, args.vocab, args.out_dir, tokenizer=tok, overwrite=args.overwrite
+        )
         print(f"model directory: {out}")
         return 0
     if args.command == "import-gpt2":

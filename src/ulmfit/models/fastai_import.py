@@ -232,7 +232,9 @@ def import_fastai(
     overwrite: bool = False,
 ) -> Path:
     """Convert fastai files into a ulmfit language-model directory at ``out_dir``
-    (an existing one is refused unless ``overwrite``)."""
+    (an existing one is refused unless ``overwrite``). The directory records ``tokenizer``,
+    by default fastai's own tokenisation (kind ``fastai``), so that every later stage
+    feeds the model the tokens it was trained on."""
     refuse_existing(Path(out_dir), overwrite, "model directory")
     sd = load_fastai_weights(weights_path)
     fa_itos = load_fastai_vocab(vocab_path)
@@ -261,7 +263,9 @@ def import_fastai(
     out = Path(out_dir)
     write_dir_atomically(
         out,
-        lambda tmp: write_lm_files(tmp, model, vocab, tokenizer or TokenizerConfig(), None, extra),
+        lambda tmp: write_lm_files(
+            tmp, model, vocab, tokenizer or TokenizerConfig(kind="fastai"), None, extra
+        ),
     )
     log.info("imported fastai LM (%d tokens, %d layers) into %s", len(itos), config.n_layers, out)
     return out

@@ -248,7 +248,7 @@ def split_words(text: str) -> list[str]:
 # Config, tokenizer protocol
 # ---------------------------------------------------------------------------------
 
-TokenizerKind = Literal["word", "spm", "bytebpe"]
+TokenizerKind = Literal["word", "spm", "bytebpe", "fastai"]
 _SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 
 
@@ -256,7 +256,7 @@ _SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
 class TokenizerConfig:
     """How text becomes tokens; saved with every model."""
 
-    kind: TokenizerKind = "word"  # word: rules + regex; spm: SentencePiece; bytebpe: GPT-2's
+    kind: TokenizerKind = "word"  # word: rules + regex; spm; bytebpe: GPT-2's; fastai: spaCy's
     lowercase: bool = True  # mark capitals with xxup/xxmaj and lowercase
     add_bos: bool = True  # start each document with xxbos
     add_eos: bool = False  # end each document with xxeos
@@ -266,9 +266,10 @@ class TokenizerConfig:
     spm_sample_docs: int = 200_000  # SentencePiece trains on at most this many documents
 
     def __post_init__(self) -> None:
-        if self.kind not in ("word", "spm", "bytebpe"):
+        if self.kind not in ("word", "spm", "bytebpe", "fastai"):
             raise ValueError(
-                f"TokenizerConfig.kind must be 'word', 'spm' or 'bytebpe', got {self.kind!r}"
+                "TokenizerConfig.kind must be 'word', 'spm', 'bytebpe' or 'fastai', "
+                f"got {self.kind!r}"
             )
         for name in ("lowercase", "add_bos", "add_eos"):
             if not isinstance(getattr(self, name), bool):
@@ -372,6 +373,10 @@ def get_tokenizer(config: TokenizerConfig, spm_model: Path | str | None = None) 
     """The tokenizer ``config`` describes; ``kind="spm"`` needs the trained ``spm_model``."""
     if config.kind == "word":
         return WordTokenizer(config)
+    if config.kind == "fastai":
+        from ulmfit.text.fastai_compat import FastaiTokenizer
+
+        return FastaiTokenizer(config)
     if config.kind == "bytebpe":
         if spm_model is None:
             raise ValueError("a byte-level BPE tokenizer (kind='bytebpe') needs its tokenizer.json")
