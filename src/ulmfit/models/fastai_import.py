@@ -16,6 +16,7 @@ import io
 import logging
 import pickle
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,16 @@ class _TensorsOnly(pickle.Unpickler):
         return type(name, (_Inert,), {"__module__": f"inert:{module}"})
 
 
+def _load_tensors_only(file: Any, **kwargs: Any) -> Any:
+    return _TensorsOnly(file, **kwargs).load()
+
+
 class _TensorsOnlyPickle:
-    """A ``pickle_module`` for ``torch.load`` whose unpickler is :class:`_TensorsOnly`."""
+    """A ``pickle_module`` for ``torch.load``: whatever torch unpickles goes through
+    :class:`_TensorsOnly` (never ``pickle.load``, which would run the file's code)."""
 
     Unpickler = _TensorsOnly
-    load = pickle.load  # torch.load checks that the module has one; it is never used
+    load = staticmethod(_load_tensors_only)
 
 
 def load_fastai_weights(path: Path | str) -> dict[str, Tensor]:
@@ -117,6 +123,10 @@ def load_fastai_weights(path: Path | str) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first:  # pickle errors, zip errors, refused globals
+        if not zipfile.is_zipfile(path):  # only torch's own format gets a second reading
+            raise CheckpointError(
+                f"{path}: cannot read as a torch file of tensors ({first})"
+            ) from first
         try:  # a Learner.save file: its optimizer state names fastcore's classes
             obj = torch.load(
                 path, map_location="cpu", weights_only=False, pickle_module=_TensorsOnlyPickle
