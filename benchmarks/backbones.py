@@ -14,7 +14,12 @@ tokens, classifier inference docs/s.
    that a CPU finishes; said in the table).
 3. Held-out perplexity at equal tokens: each kind trained two epochs on WikiText-2 valid
    (217k tokens), scored on WikiText-2 test (the learning test's recipe).
-4. Classifier inference docs/s on TREC-6's test questions, float32 and int8.
+4. Held-out perplexity at equal wall clock (``--minutes`` per kind, default 4): each kind,
+   at matched non-embedding parameters (about 1M), pretrained on the Wikipedia subset at
+   a constant rate until the budget ends, scored on WikiText-103 valid.
+5. Classifier inference docs/s on TREC-6's test questions, float32 and int8.
+
+``--sections`` picks tables (scan train ppl wallclock infer).
 
 Each row is measured in this run, the kinds alternating; on a shared machine compare the
 ratios, not the absolute figures.
@@ -37,6 +42,8 @@ from bench_env import REPO, append_results, hardware
 from ulmfit.models.backbone import KINDS, EncoderConfig
 from ulmfit.models.language_model import LanguageModel, lm_loss
 from ulmfit.models.qrnn import forget_mult, forget_mult_autograd
+
+SECTIONS = ("scan", "train", "ppl", "wallclock", "infer")
 
 
 def forget_mult_scan(
@@ -237,6 +244,69 @@ def perplexity_rows(data: Path, quick: bool) -> list[str]:
     return rows
 
 
+def wallclock_rows(data: Path, quick: bool, minutes: float) -> list[str]:
+    """Each kind pretrained on the Wikipedia subset for the same wall-clock budget, then
+    scored on WikiText-103 valid: which backbone learns most per CPU-minute."""
+    from ulmfit.checkpoint import load_training_state
+    from ulmfit.data.lm import LMDataConfig
+    from ulmfit.data.prepare import CorpusConfig
+    from ulmfit.tasks.train_lm import (
+        LMStageConfig,
+        VocabConfig,
+        evaluate_language_model,
+        train_language_model,
+    )
+    from ulmfit.training.config import TrainConfig
+
+    lstm = EncoderConfig(emb_size=64, hidden_size=256, n_layers=3, drop_mult=0.1)
+    sizes = {
+        "awd_lstm": lstm,
+        "qrnn": matched_qrnn(lstm),
+        "transformer": EncoderConfig(
+            kind="transformer", emb_size=160, hidden_size=640, n_layers=3, n_heads=4,
+            context=256, drop_mult=0.1,
+        ),
+    }  # fmt: skip
+    budget = 0.2 if quick else minutes
+    wiki = data / "wikipedia_en_2015_subset" / "AA.txt.xz"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, model in sizes.items():
+            cfg = LMStageConfig(
+                out_dir=f"{tmp}/{kind}",
+                # The first 1,500 articles (about 4M words): more than any kind reads in the
+                # budget on a CPU, so the budget, not the data, ends training.
+                corpus=CorpusConfig(
+                    train=(str(wiki),), fmt="wikiextractor", max_docs=300 if quick else 1500,
+                    n_workers=1, cache_dir=f"{tmp}/c", valid_frac=0.0,
+                ),
+                vocab=VocabConfig(max_size=30000, min_freq=3),
+                model=model,
+                data=LMDataConfig(bs=32, bptt=70),
+                # A constant rate: a schedule planned for an epoch would be cut short at
+                # a different point for each kind.
+                train=TrainConfig(
+                    epochs=1, lr=3e-3, schedule="constant", progress=False, seed=0,
+                    max_minutes=budget, log_every=1000,
+                ),
+                device="cpu",
+            )  # fmt: skip
+            out = train_language_model(cfg)
+            meta, _ = load_training_state(out) or ({}, {})
+            step = int(meta.get("global_step", 0))
+            valid = [str(data / "wikitext/wikitext-103/wiki.valid.tokens.xz")]
+            ppl = evaluate_language_model(out, valid, bs=16, bptt=70, device="cpu")[
+                "valid_perplexity"
+            ]
+            label = f"{kind} {model.emb_size}/{model.hidden_size}x{model.n_layers}"
+            rows.append(
+                f"| WikiText-103 valid perplexity | {label} "
+                f"({non_embedding_params(model) / 1e6:.2f}M), {budget:g} min on the Wikipedia "
+                f"subset | {ppl:.1f} | {step} steps ({step * 32 * 70 / 1e6:.2f}M tokens) | |"
+            )
+    return rows
+
+
 def inference_rows(data: Path, quick: bool) -> list[str]:
     import lzma
 
@@ -287,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in seconds")
     p.add_argument("--compile", action="store_true", help="also time torch.compile(loop)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+        help="which tables to measure (default: all)",
+    )  # fmt: skip
+    p.add_argument("--minutes", type=float, default=4.0, help="wallclock: budget per kind")
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="print only")
@@ -296,10 +371,18 @@ def main(argv: list[str] | None = None) -> int:
         "| what | setting | AWD-LSTM / value | QRNN / time | QRNN / AWD-LSTM |",
         "|---|---|---|---|---|",
     ]
-    rows += scan_rows([256] if args.quick else [256, 1152], 2 if args.quick else 5, args.compile)
-    rows += throughput_rows(args.quick)
-    rows += perplexity_rows(args.data_dir, args.quick)
-    rows += inference_rows(args.data_dir, args.quick)
+    todo = set(args.sections)
+    if "scan" in todo:
+        hidden = [256] if args.quick else [256, 1152]
+        rows += scan_rows(hidden, 2 if args.quick else 5, args.compile)
+    if "train" in todo:
+        rows += throughput_rows(args.quick)
+    if "ppl" in todo:
+        rows += perplexity_rows(args.data_dir, args.quick)
+    if "wallclock" in todo:
+        rows += wallclock_rows(args.data_dir, args.quick, args.minutes)
+    if "infer" in todo:
+        rows += inference_rows(args.data_dir, args.quick)
     table = "\n".join(rows)
     print(table)
     if not args.no_write:
