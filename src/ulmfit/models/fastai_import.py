@@ -123,11 +123,9 @@ def load_fastai_weights(path: Path | str) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first:  # pickle errors, zip errors, refused globals
-        if not zipfile.is_zipfile(path):  # only torch's own format gets a second reading
-            raise CheckpointError(
-                f"{path}: cannot read as a torch file of tensors ({first})"
-            ) from first
         try:  # a Learner.save file: its optimizer state names fastcore's classes
+            if not zipfile.is_zipfile(path):  # only torch's own format gets a second reading
+                raise first
             obj = torch.load(
                 path, map_location="cpu", weights_only=False, pickle_module=_TensorsOnlyPickle
             )
@@ -164,11 +162,8 @@ def fastai_to_ulmfit(
     other missing key is an error that names it and ``where``.
     """
     emb = _tensor(sd, "0.encoder.weight", where)
-    layers = [int(m.group(1)) for k in sd if (m := _LAYER_KEY.match(k))]
-    if not layers:
-        _tensor(sd, "0.rnns.0.weight_hh_l0_raw", where)  # raises, naming the key
-    n_layers = 1 + max(layers)
-    hh0 = _tensor(sd, "0.rnns.0.weight_hh_l0_raw", where)
+    n_layers = 1 + max((int(m.group(1)) for k in sd if (m := _LAYER_KEY.match(k))), default=0)
+    hh0 = _tensor(sd, "0.rnns.0.weight_hh_l0_raw", where)  # no layers: names the key
     hidden = hh0.shape[1] if n_layers > 1 else emb.shape[1]
     dec_w = sd.get("1.decoder.weight")
     tied = dec_w is None or torch.equal(dec_w, emb)
