@@ -142,7 +142,8 @@ def fastai_run(
             raise CancelValidException()
 
     learn = TextLearner(dls, model, loss_func=CrossEntropyLossFlat(), alpha=2.0, beta=1.0)
-    learn.remove_cb(learn.progress) if hasattr(learn, "progress") else None
+    if hasattr(learn, "progress"):
+        learn.remove_cb(learn.progress)
     learn.add_cb(TrainClock())
 
     def run() -> None:
