@@ -14,7 +14,12 @@ from ulmfit.models.awd_lstm import (
     detach_state,
 )
 from ulmfit.models.backbone import KINDS
-from ulmfit.models.dropout import LockedDropout, WeightDropLSTM, WordEmbedding
+from ulmfit.models.dropout import (
+    LockedDropout,
+    WeightDropLSTM,
+    WordEmbedding,
+    one_weight_mask_per_read,
+)
 from ulmfit.models.qrnn import QRNNLayer, forget_mult
 
 RECURRENT = [k for k in KINDS if k != "transformer"]  # backbones that carry a state
@@ -79,6 +84,36 @@ def test_weight_drop_gradient_reaches_raw_weight() -> None:
     assert g is not None and g.abs().sum() > 0
     # Dropped entries of the weight got exactly zero gradient: some zeros, not all.
     assert (g == 0).any() and (g != 0).any()
+
+
+def test_one_weight_mask_per_read_shares_masks_and_keeps_gradients() -> None:
+    """Inside the block a DropConnect layer and the embedding reuse one mask on every
+    call (also across a no-grad call, whose result must not cut the gradient); outside
+    it, and after it, each call draws a fresh one."""
+    torch.manual_seed(0)
+    layer = WeightDropLSTM(5, 7, weight_p=0.5)
+    emb = WordEmbedding(30, 6, pad_id=1, embed_p=0.5)
+    block = nn.ModuleList([layer, emb]).train()
+    x, ids = torch.randn(2, 6, 5), torch.arange(30)[None]
+    with one_weight_mask_per_read(block):
+        with torch.no_grad():
+            y0, _ = layer(x)
+            e0 = emb(ids)
+        y1, _ = layer(x)
+        y2, _ = layer(x)
+        e1 = emb(ids)
+        with one_weight_mask_per_read(block):  # nested: still the same masks
+            y3, _ = layer(x)
+        y4, _ = layer(x)
+    assert torch.equal(y1, y2) and torch.equal(y0, y1.detach()) and torch.equal(y3, y1)
+    assert torch.equal(y4, y1) and torch.equal(e0, e1.detach())
+    (y1.sum() + y4.sum() + e1.sum()).backward()
+    g = layer.lstm.weight_hh_l0.grad
+    assert g is not None and (g == 0).any() and (g != 0).any()
+    assert emb.weight.grad is not None and emb.weight.grad.abs().sum() > 0
+    after, _ = layer(x)
+    assert not torch.allclose(after, y1)  # released: a fresh mask
+    assert not layer.weight_mask.holding and not emb.weight_mask.holding
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ulmfit.models.backbone import EncoderConfig, build_backbone
+from ulmfit.models.dropout import one_weight_mask_per_read
 
 TaskKind = Literal["multiclass", "multilabel"]
 
@@ -117,8 +118,13 @@ class TextClassifierModel(nn.Module):
 
     def encode(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """The backbone's reading of right-padded ``x (B, T)``: window outputs ``(B, W, E)``
-        (each row's last ``min(len, max_len)`` tokens, left-aligned) and their lengths."""
-        return self.encoder.read_windows(x, lengths, self.config.max_len, self.config.bptt)
+        (each row's last ``min(len, max_len)`` tokens, left-aligned) and their lengths.
+
+        A batch of documents is one sequence per row however many chunks the backbone
+        reads it in: one DropConnect / embedding-dropout mask for the whole read.
+        """
+        with one_weight_mask_per_read(self.encoder):
+            return self.encoder.read_windows(x, lengths, self.config.max_len, self.config.bptt)
 
     def forward(self, x: Tensor, lengths: Tensor) -> ClassifierOutput:
         """``x`` right-padded ``(B, T)`` token ids, ``lengths (B,)``; logits ``(B, C)``."""

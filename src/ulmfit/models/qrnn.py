@@ -26,7 +26,7 @@ from ulmfit.models.backbone import (
     State,
     register,
 )
-from ulmfit.models.dropout import drop_connect
+from ulmfit.models.dropout import WeightMask
 
 
 class _ForgetMult(torch.autograd.Function):
@@ -96,6 +96,7 @@ class QRNNLayer(nn.Module):
         super().__init__()
         self.n_in, self.n_out, self.window, self.weight_p = n_in, n_out, window, weight_p
         self.linear = nn.Linear(window * n_in, 3 * n_out)
+        self.weight_mask = WeightMask()
 
     def run(self, x: Tensor, state: tuple[Tensor, ...] | None) -> tuple[Tensor, Tensor]:
         """Outputs ``h (B, T, H)`` and every step's ``c (B, T, H)``."""
@@ -104,7 +105,8 @@ class QRNNLayer(nn.Module):
             prev = x.new_zeros(B, 1, self.n_in) if state is None else state[0].transpose(0, 1)
             x = torch.cat([torch.cat([prev.to(x.dtype), x[:, :-1]], 1), x], -1)
         if self.training and self.weight_p > 0.0:
-            w = drop_connect(self.linear.weight, self.weight_p)
+            raw = self.linear.weight
+            w = self.weight_mask.apply(raw, tuple(raw.shape), self.weight_p)
             gates = F.linear(x, w, self.linear.bias)
         else:
             gates = self.linear(x)  # a module call: dynamic int8 can swap it
