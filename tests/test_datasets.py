@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from ulmfit import datasets as D
+from ulmfit import downloads
 from ulmfit.cli.data_cmd import add_data_parser, run_data
 from ulmfit.text.readers import CorpusError
 
@@ -295,13 +296,13 @@ def test_verification_is_remembered(
     copy = tmp_path / "train.csv.xz"
     copy.write_bytes((mirror / f.path).read_bytes())
     calls: list[Path] = []
-    real = D.file_digest
+    real = downloads.file_digest
 
     def counting(path: str | Path, algo: str = "sha256") -> str:
         calls.append(Path(path))
         return real(path, algo)
 
-    monkeypatch.setattr(D, "file_digest", counting)
+    monkeypatch.setattr(downloads, "file_digest", counting)
     D.verify_file(copy, f.sha256)
     D.verify_file(copy, f.sha256)
     assert calls == [copy]  # hashed once; the stamp answered the second time

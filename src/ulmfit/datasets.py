@@ -35,9 +35,6 @@ import posixpath
 import re
 import tarfile
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,22 +43,26 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from ulmfit.data.classification import LabelledTexts, read_labelled, stratified_split
+from ulmfit.downloads import (
+    _CHUNK,
+    ChecksumError,
+    download,
+    file_digest,
+    verify_file,
+)
+from ulmfit.downloads import mismatch as _mismatch
+from ulmfit.downloads import parse_digest as _parse_digest
+from ulmfit.downloads import read_stamp as _read_stamp
+from ulmfit.downloads import url_basename as _url_basename
+from ulmfit.downloads import write_stamp as _write_stamp
 from ulmfit.text.corpus import default_cache_dir
 from ulmfit.text.readers import CorpusError, read_texts
 
 log = logging.getLogger(__name__)
 
 DatasetTask = Literal["multiclass", "multilabel", "hierarchical", "lm"]
-DIGEST_ALGORITHMS = ("sha256", "sha1", "md5")
-_CHUNK = 1 << 20
-_HASH_NOTICE_BYTES = 32 << 20  # files at least this big get a log line while being hashed
-
-
-class ChecksumError(ValueError):
-    """A file's digest differs from the expected one."""
 
 
 class MissingDataError(FileNotFoundError):
@@ -736,111 +737,6 @@ def split_present(spec: DatasetSpec, split: str, root: str | Path | None = None)
 # --------------------------------------------------------------------------- checksums
 
 
-def _parse_digest(digest: str) -> tuple[str, str]:
-    algo, sep, value = digest.partition(":")
-    if not sep:
-        algo, value = "sha256", digest
-    algo = algo.lower()
-    if algo not in DIGEST_ALGORITHMS:
-        raise ValueError(f"unknown digest algorithm {algo!r} in {digest!r}")
-    return algo, value.strip().lower()
-
-
-def file_digest(path: str | Path, algo: str = "sha256") -> str:
-    """Hex digest of a file's bytes, read in 1 MiB chunks."""
-    path = Path(path)
-    h = hashlib.new(algo)
-    size = path.stat().st_size
-    if size >= _HASH_NOTICE_BYTES:
-        log.info("%s: computing %s of %.0f MiB", path, algo, size / 2**20)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _stamp_path(path: Path) -> Path:
-    # Stamps live in the cache, not beside the data: the mirror is often read-only.
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-    return default_cache_dir() / "verified" / f"{key}.json"
-
-
-def _read_stamp(path: Path) -> dict[str, Any] | None:
-    """The stamp of ``path`` if it still describes the file (same size and mtime)."""
-    try:
-        stamp = json.loads(_stamp_path(path).read_text())
-        st = path.stat()
-    except (OSError, ValueError):
-        return None
-    if not isinstance(stamp, dict):
-        return None
-    same = (
-        stamp.get("path") == str(path.resolve())
-        and stamp.get("size") == st.st_size
-        and stamp.get("mtime_ns") == st.st_mtime_ns
-    )
-    return stamp if same else None
-
-
-def _write_stamp(path: Path, sha256: str, **extra: str) -> None:
-    st = path.stat()
-    stamp = {
-        "path": str(path.resolve()),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "sha256": sha256,
-        **extra,
-    }
-    target = _stamp_path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".stamp.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(stamp, f)
-        os.replace(tmp, target)
-    except OSError as e:  # an unwritable cache only costs a re-hash next time
-        log.debug("cannot record verification of %s: %s", path, e)
-
-
-def _mismatch(
-    where: str | Path,
-    algo: str,
-    expected: str,
-    actual: str,
-    advice: str = "The file is damaged or not the published one; delete it and download again.",
-) -> ChecksumError:
-    return ChecksumError(f"{where}: {algo} mismatch: expected {expected}, got {actual}. {advice}")
-
-
-def verify_file(path: str | Path, sha256: str | None, *, use_stamp: bool = True) -> str:
-    """Check a file's digest; return its sha256 (or the digest asked for).
-
-    ``sha256`` may also be ``"sha1:HEX"`` / ``"md5:HEX"``; None only records the
-    digest (logged as unverified). A sha256 check is remembered in a stamp (size,
-    mtime, digest), so the next call on the unchanged file does not hash it again.
-    Raises :class:`ChecksumError` on a mismatch.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    algo, expected = _parse_digest(sha256) if sha256 else ("sha256", None)
-    if algo != "sha256":  # no stamps for other algorithms: they are checked at download
-        actual = file_digest(path, algo)
-        if actual != expected:
-            raise _mismatch(path, algo, expected or "", actual)
-        return actual
-    stamp = _read_stamp(path) if use_stamp else None
-    if stamp is not None and (expected is None or stamp.get("sha256") == expected):
-        return str(stamp["sha256"])
-    actual = file_digest(path)
-    if expected is not None and actual != expected:
-        raise _mismatch(path, "sha256", expected, actual)
-    if expected is None:
-        log.warning("%s: no known checksum to compare with; its sha256 is %s", path, actual)
-    _write_stamp(path, actual)
-    return actual
-
-
 def _check_file(path: Path, fspec: FileSpec) -> None:
     """Verify a data-directory file against the mirror's sha256."""
     stamp = _read_stamp(path)
@@ -849,93 +745,6 @@ def _check_file(path: Path, fspec: FileSpec) -> None:
         # the mirror's (xz output varies with the encoder), its content was checked.
         return
     verify_file(path, fspec.sha256)
-
-
-# --------------------------------------------------------------------------- download
-
-
-def _url_basename(url: str) -> str:
-    name = posixpath.basename(urllib.parse.urlparse(url).path)
-    return name or "download"
-
-
-def download(
-    url: str,
-    dest: str | Path,
-    sha256: str | None,
-    progress: bool = True,
-    *,
-    timeout: float = 60.0,
-) -> Path:
-    """Download ``url`` (http(s) or file://) to ``dest``, verified, atomically.
-
-    The bytes go to a temporary file beside ``dest`` and are hashed on the way; only
-    a matching file is renamed to ``dest``. A mismatch deletes the temporary file and
-    raises :class:`ChecksumError`. ``sha256`` may be ``"md5:HEX"`` / ``"sha1:HEX"``,
-    or None where no digest is published (the download is then logged as unverified).
-    An existing ``dest`` that verifies is kept without downloading.
-    """
-    dest = Path(dest)
-    algo, expected = _parse_digest(sha256) if sha256 else ("sha256", None)
-    if dest.is_file():
-        if _read_stamp(dest) is not None and expected is None:
-            return dest  # downloaded before; nothing to check it against
-        if expected is not None:
-            try:
-                verify_file(dest, sha256)
-                log.info("%s: already downloaded and verified", dest)
-                return dest
-            except ChecksumError as e:
-                log.warning("%s; downloading again", e)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    h256 = hashlib.sha256()
-    h_other = hashlib.new(algo) if algo != "sha256" else None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                resp = urllib.request.urlopen(url, timeout=timeout)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", e)
-                raise OSError(f"cannot download {url}: {reason}") from e
-            with resp:
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=dest.name,
-                    disable=not progress,
-                ) as bar:
-                    while chunk := resp.read(_CHUNK):
-                        out.write(chunk)
-                        h256.update(chunk)
-                        if h_other is not None:
-                            h_other.update(chunk)
-                        bar.update(len(chunk))
-        actual = (h_other or h256).hexdigest()
-        if expected is not None and actual != expected:
-            raise _mismatch(
-                url,
-                algo,
-                expected,
-                actual,
-                f"Download refused: nothing was written to {dest} (the partial file is deleted).",
-            )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if expected is None:
-        log.warning(
-            "%s: no published checksum to verify it against; sha256 %s", url, h256.hexdigest()
-        )
-    _write_stamp(dest, h256.hexdigest(), url=url)
-    log.info("downloaded %s -> %s", url, dest)
-    return dest
 
 
 # --------------------------------------------------------------------------- converters

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ulmfit.cli.data_cmd import add_data_parser, run_data
+from ulmfit.cli.lm_cmd import add_lm_parser, run_lm
 from ulmfit.cli.options import add_dataclass_options, config_from_args
 
 log = logging.getLogger("ulmfit")
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-mib", type=int, default=16, help="largest file (default 16)")
     _add_overwrite(p)
     add_data_parser(sub)
+    add_lm_parser(sub)
     return parser
 
 
@@ -292,6 +294,8 @@ def _leave_process_group(clean: bool) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "data":
         return run_data(args)
+    if args.command == "lm":
+        return run_lm(args)
     from ulmfit.tasks.train_lm import LMStageConfig, find_lm_lr, train_language_model
 
     if args.command in ("pretrain", "finetune-lm", "lr-find"):

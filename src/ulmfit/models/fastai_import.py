@@ -235,11 +235,17 @@ def import_fastai(
     out_dir: Path | str,
     tokenizer: TokenizerConfig | None = None,
     overwrite: bool = False,
+    direction: str | None = None,
+    source: dict[str, Any] | None = None,
 ) -> Path:
     """Convert fastai files into a ulmfit language-model directory at ``out_dir``
     (an existing one is refused unless ``overwrite``). The directory records ``tokenizer``,
     by default fastai's own tokenisation (kind ``fastai``), so that every later stage
-    feeds the model the tokens it was trained on."""
+    feeds the model the tokens it was trained on; ``direction`` (``forward`` or
+    ``backward``) where it is known, so a stage reading text the other way refuses it;
+    and ``source`` (default: the two paths)."""
+    if direction not in (None, "forward", "backward"):
+        raise ValueError(f"direction must be 'forward' or 'backward', not {direction!r}")
     refuse_existing(Path(out_dir), overwrite, "model directory")
     sd = load_fastai_weights(weights_path)
     fa_itos = load_fastai_vocab(vocab_path)
@@ -261,10 +267,12 @@ def import_fastai(
             f"{weights_path}: unexpected layout (missing {missing}, extra {unexpected})"
         )
     vocab = Vocab(itos)
-    extra = {
+    extra: dict[str, Any] = {
         "stage": "import-fastai",
-        "source": {"weights": str(weights_path), "vocab": str(vocab_path)},
+        "source": source or {"weights": str(weights_path), "vocab": str(vocab_path)},
     }
+    if direction is not None:
+        extra["direction"] = direction
     out = Path(out_dir)
     write_dir_atomically(
         out,

@@ -23,6 +23,7 @@ from ulmfit.checkpoint import (
     write_dir_atomically,
 )
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.pretrained import resolve
 from ulmfit.text.tokenize import TokenizerConfig
 from ulmfit.text.vocab import Vocab
 
@@ -72,8 +73,12 @@ def write_lm_files(
 
 
 def load_lm(model_dir: Path | str, device: torch.device | str = "cpu") -> LoadedLM:
-    """Load a language-model directory, checking format, vocabulary and shapes."""
-    model_dir = Path(model_dir)
+    """Load a language-model directory, checking format, vocabulary and shapes.
+
+    ``model_dir`` may also be the name of a pretrained model (``wt103-fwd``): it is
+    fetched and converted once (:mod:`ulmfit.models.pretrained`).
+    """
+    model_dir = resolve(model_dir)
     config = read_config(model_dir, LM_KIND)
     try:
         model_cfg = AWDLSTMConfig.from_dict(config["model"])

@@ -30,6 +30,7 @@ from ulmfit.data.classification import (
     report_problems,
 )
 from ulmfit.data.prepare import CorpusConfig
+from ulmfit.models.pretrained import resolve as resolve_pretrained
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import (
     ClassifierTrainConfig,
@@ -60,9 +61,9 @@ class LabelledDataConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     out_dir: str = "runs/pipeline"  # every artifact goes under this directory
-    pretrained: str | None = None  # an existing LM directory: skips stage 1
+    pretrained: str | None = None  # an LM directory or name (wt103-fwd): skips stage 1
     bidirectional: bool = False  # also train backward models; report the fwd+bwd ensemble
-    pretrained_backward: str | None = None  # an existing backward LM: skips its stage 1
+    pretrained_backward: str | None = None  # a backward LM (dir or name): skips its stage 1
     overwrite: bool = False  # replace models already under out_dir (default: refuse them)
     pretrain: LMStageConfig = field(default_factory=LMStageConfig)  # stage 1 settings
     finetune_lm: LMStageConfig = field(default_factory=LMStageConfig)  # stage 2 settings
@@ -229,7 +230,7 @@ def _run_direction(
         clf_cfg = dataclasses.replace(clf_cfg, backwards=True)
     # Stage 1: general-domain LM (or the one given).
     if pretrained_dir:
-        pretrained = Path(pretrained_dir)
+        pretrained = resolve_pretrained(pretrained_dir)  # a directory, or a model's name
         log.info("stage 1 skipped: using pretrained LM %s", pretrained)
     else:
         t0 = time.perf_counter()

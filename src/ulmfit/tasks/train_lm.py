@@ -54,7 +54,7 @@ class LMStageConfig:
     """Everything a language-model stage needs; saved into the model directory."""
 
     out_dir: str = "runs/lm"  # model directory written (and resumed from)
-    pretrained: str | None = None  # stage 2: the pretrained LM directory to fine-tune
+    pretrained: str | None = None  # stage 2: the pretrained LM to fine-tune (directory or name)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     vocab: VocabConfig = field(default_factory=VocabConfig)

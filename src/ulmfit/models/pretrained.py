@@ -1,0 +1,231 @@
+"""Pretrained language models by name: ``model_dir("wt103-fwd")`` is a model directory.
+
+Each :class:`PretrainedLM` names its canonical public source, the archive's size and
+checksum (and where that checksum is published), and how to turn the archive into a
+ulmfit model directory. :func:`model_dir` does that once and reuses the result:
+
+* the converted directory lives in ``$ULMFIT_HOME/models/NAME`` (``$ULMFIT_HOME``
+  defaults to ``$ULMFIT_CACHE``, itself ``~/.cache/ulmfit``); the downloaded archive
+  beside it in ``models/downloads``;
+* with ``$ULMFIT_MODELS`` set to a folder holding the same archives (by their file
+  names, ``wt103-fwd.tgz``), an offline machine reads them there, checked the same way,
+  and nothing is downloaded;
+* an archive is checked (size and checksum) before anything is read from it, and a
+  directory is written atomically, so an interrupted ``get`` leaves nothing half-made.
+
+Any option that takes a language-model directory (``--pretrained``, ``evaluate-lm``)
+also takes a name: :func:`resolve` is called where such a directory is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ulmfit.downloads import download, url_basename, verify_file
+from ulmfit.text.corpus import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+_FASTAI_MODELZOO = "https://s3.amazonaws.com/fast-ai-modelzoo/"
+# fastai 1.0's fastai/datasets.py, `_checks` (checked there by `_check_file`: the size and
+# the MD5 of the first MiB). fastai 2.8 downloads these archives without any check.
+_FASTAI_CHECKS_SOURCE = "fastai 1.0 fastai/datasets.py `_checks` (size, MD5 of the first MiB)"
+
+
+@dataclass(frozen=True)
+class PretrainedLM:
+    """One named pretrained language model and how to get it."""
+
+    name: str
+    description: str
+    url: str  # the canonical public archive
+    size: int  # bytes of the archive
+    checksum: str  # "ALGO:HEX" (see ulmfit.downloads)
+    checksum_source: str  # where that checksum is published
+    fmt: str  # how the archive becomes a model directory: a key of CONVERTERS
+    direction: str  # "forward" or "backward": the text order it was trained on
+    license: str
+
+    @property
+    def archive_name(self) -> str:
+        return url_basename(self.url)
+
+
+def _registry() -> dict[str, PretrainedLM]:
+    entries = [
+        PretrainedLM(
+            name="wt103-fwd",
+            description="fastai's AWD-LSTM (400/1152x3, 60k vocabulary) pretrained on "
+            "WikiText-103, forward; fastai tokenisation (needs the 'fastai' extra)",
+            url=_FASTAI_MODELZOO + "wt103-fwd.tgz",
+            size=105067061,
+            checksum="md5-first-mib:7d1114cd9684bf9d1ca3c9f6a54da6f9",
+            checksum_source=_FASTAI_CHECKS_SOURCE,
+            fmt="fastai",
+            direction="forward",
+            license="Apache-2.0 (fastai); WikiText-103 text CC BY-SA 3.0",
+        ),
+        PretrainedLM(
+            name="wt103-bwd",
+            description="fastai's AWD-LSTM pretrained on WikiText-103, backward (reads "
+            "text last token first): the second half of a forward + backward ensemble",
+            url=_FASTAI_MODELZOO + "wt103-bwd.tgz",
+            size=105205312,
+            checksum="md5-first-mib:20b06f5830fd5a891d21044c28d3097f",
+            checksum_source=_FASTAI_CHECKS_SOURCE,
+            fmt="fastai",
+            direction="backward",
+            license="Apache-2.0 (fastai); WikiText-103 text CC BY-SA 3.0",
+        ),
+    ]
+    return {e.name: e for e in entries}
+
+
+#: name -> entry. Tests and users may add entries (a private model server, say).
+REGISTRY: dict[str, PretrainedLM] = _registry()
+
+
+def list_pretrained() -> list[PretrainedLM]:
+    return list(REGISTRY.values())
+
+
+def entry(name: str) -> PretrainedLM:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown pretrained model {name!r}; known: {', '.join(sorted(REGISTRY))}"
+        ) from None
+
+
+def home() -> Path:
+    """``$ULMFIT_HOME``, else the cache directory (``$ULMFIT_CACHE``, ``~/.cache/ulmfit``)."""
+    given = os.environ.get("ULMFIT_HOME")
+    return Path(given).expanduser() if given else default_cache_dir()
+
+
+def mirror() -> Path | None:
+    """``$ULMFIT_MODELS``: a folder holding the archives, for machines without network."""
+    given = os.environ.get("ULMFIT_MODELS")
+    return Path(given).expanduser() if given else None
+
+
+def model_dir(name: str, *, progress: bool = True, force: bool = False) -> Path:
+    """The model directory of pretrained model ``name``: converted once, then reused
+    (``force`` converts it again)."""
+    from ulmfit.models.io import read_config
+
+    spec = entry(name)
+    out = home() / "models" / spec.name
+    if out.is_dir() and not force:
+        try:
+            read_config(out, "language_model")
+            return out
+        except (OSError, ValueError) as e:  # e.g. a directory from an older format
+            log.warning("%s: cannot be read (%s); converting %s again", out, e, name)
+    archive = _archive(spec, progress)
+    CONVERTERS[spec.fmt](spec, archive, out)
+    log.info("pretrained model %s ready in %s", name, out)
+    return out
+
+
+def _archive(spec: PretrainedLM, progress: bool) -> Path:
+    """The verified archive: from the mirror if it holds it, else downloaded once."""
+    where = mirror()
+    if where is not None:
+        local = where / spec.archive_name
+        if local.is_file():
+            verify_file(local, spec.checksum, size=spec.size)
+            return local
+        log.warning("%s: not in the mirror $ULMFIT_MODELS; downloading %s", local, spec.url)
+    dest = home() / "models" / "downloads" / spec.archive_name
+    try:
+        return download(spec.url, dest, spec.checksum, progress, size=spec.size)
+    except OSError as e:
+        hint = (
+            f"put {spec.archive_name} into $ULMFIT_MODELS ({where})"
+            if where is not None
+            else f"set $ULMFIT_MODELS to a folder holding {spec.archive_name}"
+        )
+        raise OSError(f"{e}\n(on a machine without network: {hint})") from e
+
+
+def resolve(name_or_dir: str | Path, *, progress: bool = True) -> Path:
+    """A language-model directory: ``name_or_dir`` itself if it exists, else the directory
+    of the pretrained model of that name. Anything else is an error naming both."""
+    path = Path(name_or_dir)
+    if path.exists():
+        return path
+    if str(name_or_dir) in REGISTRY:
+        return model_dir(str(name_or_dir), progress=progress)
+    from ulmfit.checkpoint import CheckpointError
+
+    raise CheckpointError(
+        f"{name_or_dir}: no such model directory, and not a pretrained model name "
+        f"(known: {', '.join(sorted(REGISTRY))}; see `ulmfit lm list`)"
+    )
+
+
+# --------------------------------------------------------------------------- converters
+
+
+def _fastai_members(archive: Path) -> dict[str, tarfile.TarInfo]:
+    """The archive's weights (``*.pth``) and vocabulary (``*.pkl``): fastai's own
+    ``language_model_learner`` takes the one file of each kind it finds there."""
+    with tarfile.open(archive, "r:*") as tar:
+        found: dict[str, list[tarfile.TarInfo]] = {".pth": [], ".pkl": []}
+        for m in tar.getmembers():
+            suffix = Path(m.name).suffix
+            if m.isfile() and suffix in found:
+                found[suffix].append(m)
+    for suffix, what in ((".pth", "weights"), (".pkl", "vocabulary")):
+        if len(found[suffix]) != 1:
+            names = [m.name for m in found[suffix]]
+            raise ValueError(
+                f"{archive}: expected one {what} file (*{suffix}) in the archive, found "
+                f"{len(names)} {names}"
+            )
+    return {"weights": found[".pth"][0], "vocab": found[".pkl"][0]}
+
+
+def _convert_fastai(spec: PretrainedLM, archive: Path, out: Path) -> None:
+    from ulmfit.models.fastai_import import import_fastai
+
+    members = _fastai_members(archive)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".ulmfit-unpack-", dir=out.parent) as tmp:
+        paths = {}
+        with tarfile.open(archive, "r:*") as tar:
+            for role, member in members.items():
+                src = tar.extractfile(member)
+                assert src is not None  # a regular file
+                path = Path(tmp) / f"{role}{Path(member.name).suffix}"
+                with src, open(path, "wb") as f:
+                    while chunk := src.read(1 << 20):
+                        f.write(chunk)
+                paths[role] = path
+        source = {
+            "pretrained": spec.name,
+            "url": spec.url,
+            "checksum": spec.checksum,
+            "weights": members["weights"].name,
+            "vocab": members["vocab"].name,
+        }
+        import_fastai(
+            paths["weights"],
+            paths["vocab"],
+            out,
+            overwrite=True,
+            direction=spec.direction,
+            source=source,
+        )
+
+
+#: ``PretrainedLM.fmt`` -> how its archive becomes a model directory.
+CONVERTERS: dict[str, Callable[[PretrainedLM, Path, Path], None]] = {"fastai": _convert_fastai}
