@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastai_texts import DATA, texts  # type: ignore[import-not-found]
 from ulmfit.checkpoint import CheckpointError
 from ulmfit.cli.main import main
 from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.fastai_import import import_fastai, load_fastai_vocab, ulmfit_to_fastai
 from ulmfit.models.io import LoadedLM, load_lm
+from ulmfit.text.tokenize import get_tokenizer
 
 # fastai v1's special tokens, in its order (different from ours).
 FASTAI_SPECIALS = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxmaj", "xxup", "xxrep", "xxwrep"]
@@ -227,3 +229,37 @@ def test_a_decoder_without_bias_imports_and_other_layouts_are_named(tmp_path: Pa
     torch.save({**sd, "1.layers.0.weight": torch.zeros(2)}, broken)
     with pytest.raises(CheckpointError, match=re.escape("unexpected key(s) ['1.layers.0.weight']")):
         import_fastai(broken, vocab, tmp_path / "b2")
+
+
+FASTAI_LM = Path(__file__).resolve().parent / "fixtures" / "fastai_lm"
+
+
+@pytest.mark.skipif(not (DATA / "imdb").is_dir(), reason="needs shared/data")
+def test_lm_parity_with_fastai_on_real_text(tmp_path: Path) -> None:
+    """A model made and saved by fastai 2.8 itself (``fixtures/make_fastai_lm.py``), in its
+    published layout: after import, the same float32 logits as fastai's, exactly, on ids
+    that ulmfit's ``fastai`` tokenizer and the imported vocabulary give real IMDb reviews."""
+    pytest.importorskip("spacy")
+    from safetensors.torch import load_file
+
+    out = import_fastai(FASTAI_LM / "lstm_fwd.pth", FASTAI_LM / "itos.pkl", tmp_path / "lm")
+    lm = load_lm(out)
+    assert lm.tokenizer.kind == "fastai"  # recorded by the import: later stages use it
+    tok = get_tokenizer(lm.tokenizer)
+    fixture = load_file(FASTAI_LM / "logits.safetensors")
+    n_docs, n_ids = fixture["ids"].shape
+    fa_itos = load_fastai_vocab(FASTAI_LM / "itos.pkl")
+    reviews = texts(DATA, "imdb")[:n_docs]
+    ids = torch.tensor([list(lm.vocab.numericalize(tok(r)))[:n_ids] for r in reviews])
+    # The same words at the same places as fastai's tokenizer gave (ids differ in order).
+    words = [[lm.vocab.itos[i] for i in row] for row in ids.tolist()]
+    assert words == [[fa_itos[i] for i in row] for row in fixture["ids"].tolist()]
+    assert lm.vocab.unk_id not in ids  # every token known: nothing mapped away
+    with torch.no_grad():
+        logits = lm.model.eval()(ids).logits
+    # Our column -> fastai's. A token fastai lists twice (its `xxfake` padding of the
+    # vocabulary, never read nor predicted) keeps its last row, as vocabulary transfer does.
+    fa_index = {w: i for i, w in enumerate(fa_itos)}
+    perm = torch.tensor([fa_index[w] for w in lm.vocab.itos])
+    assert logits.dtype == torch.float32
+    assert (logits - fixture["logits"][:, :, perm]).abs().max().item() == 0.0
