@@ -440,3 +440,36 @@ def test_cli_leaves_the_process_group_before_exit(
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_torchrun_predict_shards_the_input_and_merges_in_order(tmp_path: Path, suffix: str) -> None:
+    """``torchrun --nproc_per_node=2 ... predict``: each rank predicts every other chunk,
+    rank 0 merges the parts; the output is byte for byte one process's, no part is left."""
+    from tiny_classifier import make_texts, train_tiny  # type: ignore[import-not-found]
+
+    model_dir = train_tiny(max_len=24, epochs=2).save(tmp_path / "clf")
+    texts, _ = make_texts(53, seed=11)  # 53 = 7 chunks of 7 and a last one of 4
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "ulmfit.cli.main", "predict", str(model_dir), "-i", str(src), "--chunk", "7"]
+    outs = {}
+    for name, launcher in (
+        ("one", [sys.executable]),
+        (
+            "two",
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+        ),
+    ):
+        out = tmp_path / name / f"pred{suffix}"
+        out.parent.mkdir()
+        done = subprocess.run(
+            [*launcher, *args, "-o", str(out)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outs[name] = out
+        assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no parts left
+    one, two = (outs[k].read_bytes() for k in ("one", "two"))
+    assert one == two
+    assert len(one.decode().splitlines()) == 53 + (suffix == ".csv")

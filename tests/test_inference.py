@@ -11,36 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from tiny_classifier import FILLER, make_texts, train_tiny  # type: ignore[import-not-found]
 from ulmfit.cli.main import main
-from ulmfit.data.classification import ClassificationBatches, LabelEncoder
 from ulmfit.inference import classify_logits, is_quantized, num_threads, quantize_int8
 from ulmfit.models.awd_lstm import AWDLSTMConfig
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
-from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, ensemble_predict_proba
+from ulmfit.tasks.classify import TextClassifier, ensemble_predict_proba
 from ulmfit.tasks.predict import predict_file
-from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
-from ulmfit.text.vocab import Vocab
 
-FILLER = [
-    *("the", "a", "movie", "film", "plot", "actor", "scene"),
-    *("story", "it", "was", "and", "very", "really"),
-]
 MAX_LEN = 24  # tiny, so that ordinary test documents take the BPT3C prefix path
-
-
-def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Random filler with 'good' / 'bad' somewhere inside: the label is which one."""
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        label = "pos" if i % 2 else "neg"
-        words = list(rng.choice(FILLER, size=int(rng.integers(2, 20))))
-        words.insert(int(rng.integers(0, len(words) + 1)), "good" if label == "pos" else "bad")
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, labels
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,29 +34,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def trained() -> TextClassifier:
     """A tiny classifier trained for a few seconds on the good/bad task (no LM needed)."""
-    torch.manual_seed(0)
-    vocab = Vocab([*SPECIAL_TOKENS, *FILLER, "good", "bad"])
-    enc = AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=32, n_layers=2)
-    enc = enc.replace(drop_mult=0.0)
-    model = TextClassifierModel(ClassifierConfig(n_classes=2, bptt=8, max_len=MAX_LEN, encoder=enc))
-    clf = TextClassifier(None, ClassifierTrainConfig(device="cpu"))
-    clf.model, clf.vocab, clf.tokenizer_config = model, vocab, TokenizerConfig()
-    clf.labels = LabelEncoder.fit(["neg", "pos"], "multiclass")
-    texts, labels = make_texts(256, seed=1)
-    batches = ClassificationBatches(
-        clf.numericalize(texts), clf.labels.encode(labels), 32, train=True, seed=0
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for epoch in range(8):
-        for b in batches.batches(epoch):
-            assert b.y is not None
-            loss = nn.functional.cross_entropy(model(b.x, b.lengths).logits, b.y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    return clf
+    return train_tiny(MAX_LEN)
 
 
 def test_the_tiny_model_learned(trained: TextClassifier) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import os
@@ -106,54 +107,59 @@ def predict_file(
     overwrite: bool = False,
 ) -> int:
     """Stream ``input_path`` through the classifier(s) into ``output_path`` (CSV, TSV or
-    JSONL, by suffix).
+    JSONL, by suffix); return the number of documents.
 
     ``quantize="int8"``: dynamic int8 on the CPU; ``threads``: torch CPU threads;
     ``bs``: documents per batch (default: twice the training batch size). The output
     appears whole when every document is predicted, never in part; an existing output
     is refused unless ``overwrite``, and an output that is the input always is.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the ranks share the work: rank r predicts chunks
+    r, r + world_size, ... into a part file beside the output (a shared folder across
+    machines), and rank 0 merges the parts in input order into the same output one
+    process would write.
     """
+    from ulmfit.training import distributed
+
+    if chunk < 1:
+        raise ValueError(f"predict: chunk must be >= 1, got {chunk}")
     output_format(output_path)
     check_outputs([Path(input_path), *map(Path, model_dirs)], [output_path], overwrite)
+    info = distributed.init_from_env(device)
+    device = distributed.device_for(info, device)
     with num_threads(threads):
         clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
-        return _predict_file(
-            clfs, input_path, output_path, text_column, chunk, threshold, top_k, bs, overwrite
-        )
+        chunks = _chunks(iter_input_texts(input_path, text_column), chunk)
+        if info.world_size == 1:
+            records = _predictions(clfs, enumerate(chunks), chunk, threshold, top_k, bs)
+            n = _write(clfs[0], records, output_path, overwrite)
+        else:
+            n = _predict_sharded(clfs, chunks, output_path, chunk, threshold, top_k, bs, overwrite)
+    if n == 0:
+        log.warning("%s: no documents to predict; %s has no predictions", input_path, output_path)
+    return n
 
 
-def _predict_file(
+Record = tuple[int, Any, list[float]]  # (row, label or labels, probabilities)
+
+
+def _predictions(
     clfs: Sequence[TextClassifier],
-    input_path: Path,
-    output_path: Path,
-    text_column: Sequence[str],
+    chunks: Iterator[tuple[int, list[str]]],
     chunk: int,
     threshold: float | None,
     top_k: int | None,
     bs: int | None,
-    overwrite: bool = False,
-) -> int:
+) -> Iterator[Record]:
+    """Each document's record, for the numbered chunks given (rows count from 1)."""
     from tqdm.auto import tqdm
 
-    if chunk < 1:
-        raise ValueError(f"predict: chunk must be >= 1, got {chunk}")
     main = clfs[0]
-    assert main.labels is not None
-    classes = main.labels.classes
     # Multilabel: the given threshold, else the members' mean (multiclass ignores both).
     thresholds = threshold if threshold is not None else ensemble_thresholds(clfs)
-    out_fmt = output_format(output_path)
-    n = 0
-    with (
-        atomic_output(output_path, "w", overwrite=overwrite, newline="") as f,
-        # disable=None: a bar on a terminal, none in a log file or a pipe.
-        tqdm(unit="doc", desc="predict", disable=None) as bar,
-    ):
-        writer = None
-        if out_fmt != "jsonl":
-            writer = csv.writer(f, delimiter="\t" if out_fmt == "tsv" else ",")
-            writer.writerow(["row", "label", *[f"p_{c}" for c in classes]])
-        for texts in _chunks(iter_input_texts(input_path, text_column), chunk):
+    # disable=None: a bar on a terminal, none in a log file or a pipe.
+    with tqdm(unit="doc", desc="predict", disable=None) as bar:
+        for c, texts in chunks:
             probs = (
                 ensemble_predict_proba(clfs, texts, bs)
                 if len(clfs) > 1
@@ -161,22 +167,100 @@ def _predict_file(
             )
             labels = main.decide(probs, thresholds, top_k)
             for i, (lab, p) in enumerate(zip(labels, probs, strict=True)):
-                row = n + i + 1
-                if writer is not None:
-                    shown = lab if isinstance(lab, str) else "|".join(lab)
-                    writer.writerow([row, shown, *[f"{v:.6f}" for v in p]])
-                else:
-                    rec = {
-                        "row": row,
-                        "label": lab,
-                        "probs": {c: round(float(v), 6) for c, v in zip(classes, p, strict=True)},
-                    }
-                    f.write(json.dumps(rec) + "\n")
-            n += len(texts)
+                yield c * chunk + i + 1, lab, [float(v) for v in p]
             bar.update(len(texts))
-    if n == 0:
-        log.warning("%s: no documents to predict; %s has no predictions", input_path, output_path)
+
+
+def _write(
+    clf: TextClassifier, records: Iterator[Record], output_path: Path, overwrite: bool
+) -> int:
+    """Write ``records`` to ``output_path`` in its format, atomically; their number."""
+    assert clf.labels is not None
+    classes = clf.labels.classes
+    out_fmt = output_format(output_path)
+    n = 0
+    with atomic_output(output_path, "w", overwrite=overwrite, newline="") as f:
+        writer = None
+        if out_fmt != "jsonl":
+            writer = csv.writer(f, delimiter="\t" if out_fmt == "tsv" else ",")
+            writer.writerow(["row", "label", *[f"p_{c}" for c in classes]])
+        for row, lab, p in records:
+            if writer is not None:
+                shown = lab if isinstance(lab, str) else "|".join(lab)
+                writer.writerow([row, shown, *[f"{v:.6f}" for v in p]])
+            else:
+                rec = {
+                    "row": row,
+                    "label": lab,
+                    "probs": {c: round(v, 6) for c, v in zip(classes, p, strict=True)},
+                }
+                f.write(json.dumps(rec) + "\n")
+            n += 1
     return n
+
+
+def _part_path(output_path: Path, rank: int, world: int) -> Path:
+    return output_path.parent / f".{output_path.name}.part{rank}of{world}.jsonl"
+
+
+def _predict_sharded(
+    clfs: Sequence[TextClassifier],
+    chunks: Iterator[list[str]],
+    output_path: Path,
+    chunk: int,
+    threshold: float | None,
+    top_k: int | None,
+    bs: int | None,
+    overwrite: bool,
+) -> int:
+    """This rank's share into its part file; then rank 0 merges the parts in input order."""
+    import torch.distributed as dist
+
+    from ulmfit.training import distributed
+
+    info = distributed.current()
+    rank, world = info.rank, info.world_size
+    mine = ((c, t) for c, t in enumerate(chunks) if c % world == rank)
+    part = _part_path(output_path, rank, world)
+    with atomic_output(part, "w", overwrite=True) as f:  # whole or absent
+        for rec in _predictions(clfs, mine, chunk, threshold, top_k, bs):
+            f.write(json.dumps(rec) + "\n")
+    dist.barrier()  # every part is written
+    n = 0
+    if rank == 0:
+        parts = [_part_path(output_path, r, world) for r in range(world)]
+        try:
+            n = _write(clfs[0], _merged(parts, chunk), output_path, overwrite)
+        finally:
+            for p in parts:
+                p.unlink(missing_ok=True)
+    dist.barrier()  # the output is complete before any rank returns
+    return n
+
+
+def _merged(parts: Sequence[Path], chunk: int) -> Iterator[Record]:
+    """The parts' records in input order: chunk c is the next ``chunk`` lines of part
+    ``c % len(parts)``. Row numbers are checked as they come."""
+    files = [p.open(encoding="utf-8") for p in parts]
+    try:
+        expected = 1
+        for c in itertools.count():
+            got = 0
+            for line in itertools.islice(files[c % len(files)], chunk):
+                row, lab, probs = json.loads(line)
+                if row != expected:
+                    raise RuntimeError(f"{parts[c % len(parts)]}: row {row}, expected {expected}")
+                yield row, lab, probs
+                expected += 1
+                got += 1
+            if got < chunk:  # the last chunk: every other part is exhausted too
+                leftover = [str(p) for p, f in zip(parts, files, strict=True) if f.readline()]
+                if leftover:
+                    raise RuntimeError(f"records left over in {leftover} after row {expected - 1}")
+                return
+    finally:
+        for f in files:
+            f.close()
 
 
 def evaluate_file(

@@ -1,0 +1,61 @@
+"""A tiny classifier whose right answer is known: random filler words with one keyword
+inside, and the label says which keyword. Trained in a few seconds, no LM needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ulmfit.data.classification import ClassificationBatches, LabelEncoder
+from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
+from ulmfit.text.vocab import Vocab
+
+FILLER = [
+    *("the", "a", "movie", "film", "plot", "actor", "scene"),
+    *("story", "it", "was", "and", "very", "really"),
+]
+
+
+def make_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Random filler with 'good' / 'bad' somewhere inside: the label is which one."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        words = list(rng.choice(FILLER, size=int(rng.integers(2, 20))))
+        words.insert(int(rng.integers(0, len(words) + 1)), "good" if label == "pos" else "bad")
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+def train_tiny(max_len: int = 24, epochs: int = 8) -> TextClassifier:
+    """The good/bad classifier (AWD-LSTM 16/32x2); ``max_len`` small, so that ordinary
+    test documents take the BPT3C prefix path."""
+    torch.manual_seed(0)
+    vocab = Vocab([*SPECIAL_TOKENS, *FILLER, "good", "bad"])
+    enc = AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=32, n_layers=2)
+    enc = enc.replace(drop_mult=0.0)
+    model = TextClassifierModel(ClassifierConfig(n_classes=2, bptt=8, max_len=max_len, encoder=enc))
+    clf = TextClassifier(None, ClassifierTrainConfig(device="cpu"))
+    clf.model, clf.vocab, clf.tokenizer_config = model, vocab, TokenizerConfig()
+    clf.labels = LabelEncoder.fit(["neg", "pos"], "multiclass")
+    texts, labels = make_texts(256, seed=1)
+    batches = ClassificationBatches(
+        clf.numericalize(texts), clf.labels.encode(labels), 32, train=True, seed=0
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for epoch in range(epochs):
+        for b in batches.batches(epoch):
+            assert b.y is not None
+            loss = nn.functional.cross_entropy(model(b.x, b.lengths).logits, b.y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return clf
