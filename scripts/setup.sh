@@ -10,4 +10,4 @@ fi
 python -m pip install -q --upgrade pip
 # The CPU wheel first: an unpinned torch would pull gigabytes of CUDA packages.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,plot,baselines,hf,fastai]"
+python -m pip install -q -e ".[dev,plot,baselines,hf,fastai,serve]"

@@ -12,6 +12,7 @@ from pathlib import Path
 from ulmfit.cli.data_cmd import add_data_parser, run_data
 from ulmfit.cli.lm_cmd import add_lm_parser, run_lm
 from ulmfit.cli.options import add_dataclass_options, config_from_args
+from ulmfit.serve.config import ServeConfig
 
 log = logging.getLogger("ulmfit")
 
@@ -202,6 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--max-shard-mib", type=int, default=16, help="largest file (default 16)")
     _add_overwrite(p)
+    p = sub.add_parser(
+        "serve",
+        help="Serve a classifier over HTTP: /predict, /embed, /explain and a page (extra 'serve').",
+        description="Serve a classifier directory with FastAPI + uvicorn: POST /predict, "
+        "/embed, /explain; GET /health, /info, /metrics, / (a page that shows why a label "
+        "was chosen), /docs. Concurrent requests are micro-batched. Needs "
+        "pip install 'ulmfit[serve]'.",
+    )
+    p.add_argument("model_dir", type=Path, help="classifier directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 model for /predict (CPU)")
+    defaults = ServeConfig()
+    for name in ServeConfig.__dataclass_fields__:
+        default = getattr(defaults, name)
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            help=f"(default {default})",
+        )
     add_data_parser(sub)
     add_lm_parser(sub)
     return parser
@@ -337,6 +359,12 @@ def _run(args: argparse.Namespace) -> int:
             report = train_classifier_stage(ccfg)
             if distributed.current().is_main:
                 print(report_summary(report, ccfg.classifier.task))
+        return 0
+    if args.command == "serve":
+        from ulmfit.serve.app import serve
+
+        limits = {k: getattr(args, k) for k in ServeConfig.__dataclass_fields__}
+        serve(str(args.model_dir), args.host, args.port, args.int8, ServeConfig(**limits))
         return 0
     if args.command == "predict":
         from ulmfit.tasks.predict import predict_file

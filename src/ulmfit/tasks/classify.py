@@ -517,6 +517,16 @@ class TextClassifier:
             return np.zeros((0, len(self.labels or [])), dtype=np.float32)
         return self._probs(self._batches(texts, bs), None)[0]
 
+    def predict_logits(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
+        """``(N, C)`` raw scores before the softmax / sigmoid (batched as ``predict_proba``)."""
+        self._check_fitted()
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels or [])), dtype=np.float32)
+        assert self.model is not None
+        batches = self._batches(texts, bs)
+        n = len(self.labels or [])
+        return score_batches(self.model, batches, n, self.config.task, raw=True)[0]
+
     def predict(
         self,
         texts: Sequence[str],
@@ -710,6 +720,12 @@ def ensemble_predict_proba(
     return np.mean([c.predict_proba(texts, bs) for c in classifiers], axis=0)
 
 
+def to_probs(logits: Tensor, task: str) -> Tensor:
+    """A head's decoding of its logits: softmax over classes (multiclass) or a sigmoid per
+    label (multilabel)."""
+    return logits.softmax(-1) if task == "multiclass" else logits.sigmoid()
+
+
 @torch.inference_mode()
 def score_batches(
     model: TextClassifierModel,
@@ -718,8 +734,10 @@ def score_batches(
     task: str,
     loss_fn: nn.Module | None = None,
     shard: bool = False,
+    raw: bool = False,
 ) -> tuple[np.ndarray, float]:
-    """``(N, C)`` probabilities of every document of ``batches`` and the mean loss.
+    """``(N, C)`` probabilities (``raw``: logits) of every document of ``batches`` and the
+    mean loss.
 
     ``shard``: under torchrun rank r scores batches r, r + world_size, ... and the
     ranks' parts are summed, so each rank gets every document's probabilities for
@@ -742,7 +760,7 @@ def score_batches(
         if loss_fn is not None and b.y is not None:
             loss_sum += loss_fn(logits, b.y).double() * b.x.size(0)
             n += b.x.size(0)
-        parts.append(logits.softmax(-1) if task == "multiclass" else logits.sigmoid())
+        parts.append(logits if raw else to_probs(logits, task))
         index.append(b.index)
     model.train(was_training)
     if parts:  # one scatter (and one host-to-device copy of the positions) at the end
@@ -751,7 +769,7 @@ def score_batches(
         out = distributed.all_reduce_sum(out)
         loss_sum, n = distributed.all_reduce_sum(loss_sum), distributed.all_reduce_sum(n)
     probs = out.cpu().numpy()
-    check_finite(probs, "probabilities")
+    check_finite(probs, "logits" if raw else "probabilities")
     return probs, float(loss_sum) / max(float(n), 1.0)
 
 

@@ -1,0 +1,346 @@
+"""The HTTP server: a FastAPI app around one classifier directory.
+
+Routes follow what users know from Hugging Face's text-embeddings-inference and
+``pipeline("text-classification")``:
+
+- ``POST /predict`` ``{"inputs": "text" | [...], "top_k": null, "raw_scores": false}``:
+  ``[{"label", "score"}, ...]`` best first (a list of such lists for a list of inputs).
+  Multiclass: every label (or the ``top_k`` best); multilabel: the labels above their
+  tuned thresholds (or the ``top_k`` best). ``raw_scores``: logits instead of
+  probabilities (the choice of labels is the same).
+- ``POST /embed``: the pooled document vectors; ``POST /explain``: each token's
+  importance for a label (:mod:`ulmfit.serve.explain`).
+- ``GET /health`` (200 once the model is loaded, 503 before), ``GET /info``,
+  ``GET /metrics`` (Prometheus), ``GET /`` (a page that shows why), ``/docs`` (OpenAPI).
+
+Requests to ``/predict`` are micro-batched (:mod:`ulmfit.serve.batching`). Errors are JSON
+``{"error": ..., "error_type": ...}``: a body over the payload limit or too many inputs
+413, an empty or non-string input 422, a full queue 429, a model still loading 503.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ulmfit.serve.batching import MicroBatcher, QueueFullError
+from ulmfit.serve.config import ServeConfig
+from ulmfit.serve.schemas import ExplainRequest, Inputs, PredictRequest
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ulmfit.tasks.classify import TextClassifier
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message, "error_type": kind}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+class _State:
+    """The loaded model(s), filled in by a background thread at startup."""
+
+    def __init__(self) -> None:
+        self.clf: TextClassifier | None = None  # answers /predict (maybe int8)
+        self.float_clf: TextClassifier | None = None  # gradients for /explain
+        self.error: str | None = None
+        self.ready = threading.Event()
+
+
+def create_app(
+    load: "Callable[[], TextClassifier]",
+    config: ServeConfig | None = None,
+    load_float: "Callable[[], TextClassifier] | None" = None,
+) -> "FastAPI":
+    """The app. ``load`` builds the classifier (run in a thread at startup, so ``/health``
+    answers 503 meanwhile); ``load_float`` a float copy for ``/explain`` where ``load``
+    gives an int8 one (default: the same object)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
+
+    from ulmfit import __version__
+    from ulmfit.serve.explain import explain
+
+    cfg = config or ServeConfig()
+    state = _State()
+    registry = CollectorRegistry()
+    m_requests = Counter(
+        "ulmfit_requests", "HTTP requests by route and status", ["route", "status"],
+        registry=registry,
+    )  # fmt: skip
+    m_latency = Histogram(
+        "ulmfit_request_seconds", "Request latency", ["route"], registry=registry,
+        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )  # fmt: skip
+    m_batch = Histogram(
+        "ulmfit_batch_size", "Documents per model call", registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )  # fmt: skip
+    m_queue = Gauge("ulmfit_queue_depth", "Documents waiting for the model", registry=registry)
+
+    def predict_batch(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        clf = state.clf
+        assert clf is not None
+        import torch
+
+        from ulmfit.tasks.classify import to_probs
+
+        logits = clf.predict_logits(texts)
+        probs = to_probs(torch.from_numpy(logits), clf.config.task).numpy()
+        m_batch.observe(len(texts))
+        return list(zip(logits, probs, strict=True))
+
+    batcher = MicroBatcher(predict_batch, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
+
+    def load_models() -> None:
+        try:
+            state.clf = load()
+            state.float_clf = load_float() if load_float is not None else state.clf
+            state.clf.predict_proba(["warm up"])  # first call pays for lazy set-up
+        except Exception as e:  # reported by /health and every route
+            log.exception("cannot load the model")
+            state.error = f"{type(e).__name__}: {e}"
+        state.ready.set()
+
+    @asynccontextmanager
+    async def lifespan(app: "FastAPI") -> AsyncIterator[None]:
+        threading.Thread(target=load_models, name="ulmfit-load", daemon=True).start()
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()  # requests in flight get their answers first
+
+    app = FastAPI(
+        title="ulmfit",
+        version=__version__,
+        description="Text classification by ULMFiT: predict, embed, explain.",
+        lifespan=lifespan,
+    )
+    app.state.ulmfit = state
+    app.state.batcher = batcher
+
+    def model() -> "TextClassifier":
+        if not state.ready.is_set():
+            raise ApiError(503, "the model is loading", "Unhealthy")
+        if state.clf is None:
+            raise ApiError(503, f"the model failed to load: {state.error}", "Unhealthy")
+        return state.clf
+
+    def texts_of(req: Inputs) -> tuple[list[str], bool]:
+        texts = [req.inputs] if isinstance(req.inputs, str) else list(req.inputs)
+        if len(texts) > cfg.max_inputs:
+            raise ApiError(
+                413, f"{len(texts)} inputs; at most {cfg.max_inputs} per request", "Validation"
+            )
+        return texts, isinstance(req.inputs, str)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse({"error": e.message, "error_type": e.kind}, status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return JSONResponse(
+            {"error": "; ".join(parts), "error_type": "Validation"}, status_code=422
+        )
+
+    @app.middleware("http")
+    async def _limits_and_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        t0 = time.perf_counter()
+        route = request.url.path
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > cfg.max_payload_bytes:
+            response: Response = JSONResponse(
+                {
+                    "error": f"body of {int(length)} bytes; at most {cfg.max_payload_bytes}",
+                    "error_type": "Validation",
+                },
+                status_code=413,
+            )
+        elif length is None and request.method == "POST":
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > cfg.max_payload_bytes:
+                    break
+            if len(body) > cfg.max_payload_bytes:
+                response = JSONResponse(
+                    {
+                        "error": f"body over {cfg.max_payload_bytes} bytes",
+                        "error_type": "Validation",
+                    },
+                    status_code=413,
+                )
+            else:
+                request._body = body  # read once here; the route reads it again from here
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
+        known = route in ("/", "/predict", "/embed", "/explain", "/health", "/info", "/metrics")
+        label = route if known else "other"
+        m_requests.labels(label, str(response.status_code)).inc()
+        m_latency.labels(label).observe(time.perf_counter() - t0)
+        return response
+
+    @app.post("/predict")
+    async def predict(req: PredictRequest) -> Any:
+        clf = model()
+        texts, single = texts_of(req)
+        try:
+            rows = await batcher.submit(texts)
+        except QueueFullError as e:
+            raise ApiError(429, f"server busy: {e}; retry later", "Overloaded") from e
+        finally:
+            m_queue.set(batcher.stats.queued_docs)
+        out = [_labels(clf, logits, probs, req.top_k, req.raw_scores) for logits, probs in rows]
+        return out[0] if single else out
+
+    @app.post("/embed")
+    async def embed(req: Inputs) -> Any:
+        clf = model()
+        texts, _ = texts_of(req)
+        vectors = await asyncio.get_running_loop().run_in_executor(None, clf.embed, texts)
+        return vectors.tolist()
+
+    @app.post("/explain")
+    async def explain_route(req: ExplainRequest) -> Any:
+        model()
+        clf = state.float_clf
+        assert clf is not None and clf.labels is not None
+        if req.label is not None and req.label not in clf.labels.classes:
+            raise ApiError(
+                422, f"unknown label {req.label!r}; labels: {list(clf.labels.classes)}",
+                "Validation",
+            )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            None, lambda: explain(clf, req.inputs, req.label, cfg.explain_steps)
+        )
+        rows = await batcher.submit([req.inputs])
+        out = result.to_dict()
+        out["scores"] = _labels(clf, rows[0][0], rows[0][1], None, False, every=True)
+        out["task"] = clf.config.task
+        return out
+
+    @app.get("/health")
+    async def health() -> Any:
+        if not state.ready.is_set():
+            return JSONResponse(
+                {"error": "the model is loading", "error_type": "Unhealthy"}, status_code=503
+            )
+        if state.clf is None:
+            return JSONResponse(
+                {"error": f"the model failed to load: {state.error}", "error_type": "Unhealthy"},
+                status_code=503,
+            )
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info() -> Any:
+        clf = model()
+        assert clf.model is not None and clf.labels is not None
+        mc = clf.model.config
+        return {
+            "version": __version__,
+            "backbone": mc.encoder.kind,
+            "task": clf.config.task,
+            "labels": list(clf.labels.classes),
+            "quantized": clf.quantized,
+            "backwards": clf.config.backwards,
+            "max_len": mc.max_len,
+            "max_inputs": cfg.max_inputs,
+            "max_payload_bytes": cfg.max_payload_bytes,
+            "max_batch_size": cfg.max_batch_size,
+            "max_wait_ms": cfg.max_wait_ms,
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        m_queue.set(batcher.stats.queued_docs)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return resources.files("ulmfit.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    return app
+
+
+def _labels(
+    clf: "TextClassifier",
+    logits: np.ndarray,
+    probs: np.ndarray,
+    top_k: int | None,
+    raw: bool,
+    every: bool = False,
+) -> list[dict[str, Any]]:
+    """One document's answer: ``[{"label", "score"}]`` best first."""
+    assert clf.labels is not None
+    classes = clf.labels.classes
+    order = np.argsort(-probs, kind="stable")
+    if every:
+        chosen = list(order)
+    elif top_k is not None:
+        chosen = list(order[:top_k])
+    elif clf.config.task == "multiclass":
+        chosen = list(order)
+    else:  # multilabel: the labels its decoding picks, best first
+        picked = set(clf.decide(probs[None])[0])
+        chosen = [j for j in order if classes[j] in picked]
+    scores = logits if raw else probs
+    return [{"label": classes[j], "score": float(scores[j])} for j in chosen]
+
+
+def serve(
+    model_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    int8: bool = False,
+    config: ServeConfig | None = None,
+) -> None:
+    """Run the server on ``host:port`` until interrupted (SIGINT/SIGTERM finish the
+    requests in flight first)."""
+    import uvicorn
+
+    from ulmfit.checkpoint import read_config
+    from ulmfit.tasks.classify import CLASSIFIER_KIND, TextClassifier
+
+    read_config(Path(model_dir), CLASSIFIER_KIND)  # a wrong directory fails now, not later
+
+    def load() -> TextClassifier:
+        return TextClassifier.load(model_dir, quantize="int8" if int8 else None)
+
+    def load_float() -> TextClassifier:
+        return TextClassifier.load(model_dir, device="cpu")
+
+    app = create_app(load, config, load_float if int8 else None)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
