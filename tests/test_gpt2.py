@@ -111,3 +111,52 @@ def test_ulmfit_recipe_on_gpt2(hf_gpt2: Path, tmp_path: Path) -> None:
     assert probs.shape == (32, 2) and np.isfinite(probs).all()
     loaded = TextClassifier.load(clf.save(tmp_path / "clf"), device="cpu")
     np.testing.assert_array_equal(loaded.predict_proba(texts), probs)
+
+
+def test_gpt2_by_name_from_a_local_server_and_the_mirror(
+    hf_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPT-2 registry entry of the real one's form (several files, the hub's Git-blob
+    SHA-1 for small files, sha256 for the weights) served on 127.0.0.1; with part of it in
+    the mirror, the rest downloaded. The result equals ``import-gpt2`` of the folder."""
+    import dataclasses
+
+    from http_files import Server  # type: ignore[import-not-found]
+    from ulmfit.downloads import file_digest
+    from ulmfit.models import pretrained as pt
+
+    monkeypatch.setenv("ULMFIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    names = ["config.json", "vocab.json", "merges.txt", "model.safetensors"]
+    mirror = tmp_path / "mirror" / "tiny-gpt2"
+    mirror.mkdir(parents=True)
+    (mirror / "config.json").write_bytes((hf_gpt2 / "config.json").read_bytes())
+    monkeypatch.setenv("ULMFIT_MODELS", str(mirror.parent))
+    server = Server({f"/r/{n}": (hf_gpt2 / n).read_bytes() for n in names})
+    try:
+        files = tuple(
+            pt.RemoteFile(
+                f"tiny-gpt2/{n}",
+                f"{server.url}/r/{n}",
+                (hf_gpt2 / n).stat().st_size,
+                "sha256:" + file_digest(hf_gpt2 / n)
+                if n.endswith(".safetensors")
+                else "git-sha1:" + file_digest(hf_gpt2 / n, "git-sha1"),
+            )
+            for n in names
+        )
+        spec = dataclasses.replace(pt.entry("gpt2"), name="tiny-gpt2", files=files)
+        monkeypatch.setitem(pt.REGISTRY, "tiny-gpt2", spec)
+        lm = load_lm("tiny-gpt2")
+    finally:
+        server.stop()
+    assert "/r/config.json" not in server.hits  # read from the mirror
+    assert all(server.hits[f"/r/{n}"] == 1 for n in names[1:])
+    assert lm.model.config.kind == "transformer" and lm.tokenizer.kind == "bytebpe"
+    direct = tmp_path / "direct"
+    assert main(["import-gpt2", str(hf_gpt2), str(direct)]) == 0
+    ref = load_lm(direct)
+    tokens = get_tokenizer(lm.tokenizer, lm.spm_model)(TEXTS[0])
+    ids = torch.from_numpy(lm.vocab.numericalize(tokens).astype(np.int64))[None]
+    with torch.no_grad():
+        assert torch.equal(lm.model.eval()(ids).logits, ref.model.eval()(ids).logits)

@@ -9,14 +9,13 @@ import hashlib
 import io
 import pickle
 import tarfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 
+from http_files import Server  # type: ignore[import-not-found]
 from ulmfit.checkpoint import CheckpointError
 from ulmfit.cli.main import main
 from ulmfit.downloads import ChecksumError, parse_digest
@@ -29,22 +28,29 @@ FASTAI_SPECIALS = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxmaj", "xxup",
 
 
 def test_registry_entries_are_well_formed() -> None:
-    assert {"wt103-fwd", "wt103-bwd"} <= set(pt.REGISTRY)
+    assert {"wt103-fwd", "wt103-bwd", "gpt2"} <= set(pt.REGISTRY)
     for name, e in pt.REGISTRY.items():
         assert e.name == name and name == name.lower() and " " not in name
-        assert e.url.startswith("https://") and e.archive_name.endswith(".tgz")
-        assert e.size > 1_000_000  # a real LM, not a placeholder
-        algo, digest = parse_digest(e.checksum)
-        assert len(digest) == {"sha256": 64, "sha1": 40}.get(algo, 32)
+        assert e.files and e.size > 100_000_000  # real LMs, not placeholders
+        paths = [f.path for f in e.files]
+        assert len(set(paths)) == len(paths)
+        for f in e.files:
+            assert f.url.startswith("https://") and f.url.endswith("/" + f.path.split("/")[-1])
+            algo, digest = parse_digest(f.checksum)
+            assert len(digest) == {"sha256": 64, "sha1": 40, "git-sha1": 40}.get(algo, 32)
+            assert f.size > 0
         assert e.checksum_source and e.license and e.description
         assert e.fmt in pt.CONVERTERS and e.direction in ("forward", "backward")
     # fastai 1's own checks for its archives (size, MD5 of the first MiB).
-    fwd = pt.entry("wt103-fwd")
-    assert (fwd.size, fwd.checksum) == (
-        105067061,
-        "md5-first-mib:7d1114cd9684bf9d1ca3c9f6a54da6f9",
+    (fwd,) = pt.entry("wt103-fwd").files
+    assert (fwd.size, fwd.checksum) == (105067061, "md5-first-mib:7d1114cd9684bf9d1ca3c9f6a54da6f9")
+    # GPT-2 at a pinned hub revision: the weights' LFS sha256.
+    weights = next(f for f in pt.entry("gpt2").files if f.path == "gpt2/model.safetensors")
+    assert "/resolve/607a30d783dfa663caf39e06633721c8d4cfcd7e/" in weights.url
+    assert weights.checksum.endswith(
+        "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"
     )
-    with pytest.raises(KeyError, match="known: wt103-bwd, wt103-fwd"):
+    with pytest.raises(KeyError, match="known: gpt2, wt103-bwd, wt103-fwd"):
         pt.entry("wt104-fwd")
 
 
@@ -73,40 +79,6 @@ def fastai_archive(name: str, seed: int = 0) -> tuple[bytes, AWDLSTMLanguageMode
     return buf.getvalue(), ref, itos
 
 
-class Server:
-    """A static file server on 127.0.0.1 at a free port; counts requests per path."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.hits: dict[str, int] = {}
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                body = outer.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ULMFIT_HOME", str(tmp_path / "home"))
@@ -127,13 +99,15 @@ def server() -> Iterator[Server]:
 def register(
     monkeypatch: pytest.MonkeyPatch, name: str, url: str, data: bytes, checksum: str | None = None
 ) -> pt.PretrainedLM:
-    spec = dataclasses.replace(
-        pt.entry("wt103-fwd"),
-        name=name,
+    (archive,) = pt.entry("wt103-fwd").files
+    file = dataclasses.replace(
+        archive,
+        path=url.rsplit("/", 1)[-1],
         url=url,
         size=len(data),
         checksum=checksum or f"sha256:{hashlib.sha256(data).hexdigest()}",
     )
+    spec = dataclasses.replace(pt.entry("wt103-fwd"), name=name, files=(file,))
     monkeypatch.setitem(pt.REGISTRY, name, spec)
     return spec
 
@@ -160,6 +134,7 @@ def test_download_checked_converted_once_and_reused_by_name(
     lm = load_lm("tiny-fwd")  # a name wherever a directory is loaded
     assert lm.config["direction"] == "forward" and lm.tokenizer.kind == "fastai"
     assert lm.config["source"]["pretrained"] == "tiny-fwd"
+    assert lm.config["source"]["archive_sha256"] == hashlib.sha256(data).hexdigest()
     assert pt.resolve("tiny-fwd") == out and pt.resolve(out) == out
     assert server.hits == {"/zoo/tiny-fwd.tgz": 1}  # downloaded once, then reused
     with pytest.raises(CheckpointError, match="not a pretrained model name"):

@@ -10,7 +10,9 @@ Digests are written ``"ALGO:HEX"``: ``sha256`` (also a bare 64-digit hex string)
 ``sha1`` and ``md5`` over the whole file, which is what most sources publish, and
 ``md5-first-mib``: the MD5 of the first MiB, which is what fastai 1 recorded (with the
 size) for its model-zoo archives (``_check_file`` and ``_checks`` in fastai 1.0's
-``fastai/datasets.py``); a size must come with it.
+``fastai/datasets.py``); a size must come with it. ``git-sha1``: the SHA-1 of Git's blob
+object (``"blob SIZE\0"`` then the bytes), which the Hugging Face hub shows for files
+kept in Git rather than LFS.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ulmfit.text.corpus import default_cache_dir
 
 log = logging.getLogger(__name__)
 
-DIGEST_ALGORITHMS = ("sha256", "sha1", "md5", "md5-first-mib")
+DIGEST_ALGORITHMS = ("sha256", "sha1", "md5", "md5-first-mib", "git-sha1")
 _CHUNK = 1 << 20
 _HASH_NOTICE_BYTES = 32 << 20  # files at least this big get a log line while being hashed
 
@@ -62,8 +64,10 @@ def file_digest(path: str | Path, algo: str = "sha256") -> str:
     if algo == "md5-first-mib":
         with open(path, "rb") as f:
             return hashlib.md5(f.read(_CHUNK)).hexdigest()
-    h = hashlib.new(algo)
     size = path.stat().st_size
+    h = hashlib.new("sha1" if algo == "git-sha1" else algo)
+    if algo == "git-sha1":
+        h.update(b"blob %d\0" % size)
     if size >= _HASH_NOTICE_BYTES:
         log.info("%s: computing %s of %.0f MiB", path, algo, size / 2**20)
     with open(path, "rb") as f:
@@ -206,6 +210,7 @@ def download(
     import requests
 
     dest = Path(dest)
+    pooch.get_logger().setLevel(logging.WARNING)  # its per-file lines name our staging file
     algo, expected = parse_digest(sha256) if sha256 else ("sha256", None)
     if dest.is_file():
         if read_stamp(dest) is not None and expected is None:
@@ -219,6 +224,7 @@ def download(
                 log.warning("%s; downloading again", e)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
+    log.info("downloading %s -> %s", url, dest)
     refused = f"Download refused: nothing was written to {dest} (the partial file is deleted)."
     whole_file = algo in ("sha256", "sha1", "md5") and expected is not None
     if urllib.parse.urlparse(url).scheme == "file":

@@ -42,12 +42,16 @@ def run_lm(args: argparse.Namespace) -> int:
         table = [("name", "direction", "MB", "local", "source")]
         for e in pt.list_pretrained():
             local = "y" if (pt.home() / "models" / e.name / "config.json").is_file() else "n"
-            table.append((e.name, e.direction, f"{e.size / 1e6:.0f}", local, e.url))
+            more = f" (+{len(e.files) - 1} files)" if len(e.files) > 1 else ""
+            table.append((e.name, e.direction, f"{e.size / 1e6:.0f}", local, e.files[0].url + more))
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for row in table:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         for e in pt.list_pretrained():
-            print(f"\n{e.name}: {e.description}\n  checksum {e.checksum} ({e.checksum_source})")
+            print(f"\n{e.name}: {e.description}")
+            for f in e.files:
+                print(f"  {f.path}: {f.size:,} bytes, {f.checksum}")
+            print(f"  checksums: {e.checksum_source}")
             print(f"  license: {e.license}")
         mirror = pt.mirror()
         print(f"\nmodels directory: {pt.home() / 'models'}")

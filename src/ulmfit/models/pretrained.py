@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ulmfit.downloads import download, url_basename, verify_file
+from ulmfit.downloads import download, file_digest, verify_file
 from ulmfit.text.corpus import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -39,33 +39,59 @@ _FASTAI_CHECKS_SOURCE = "fastai 1.0 fastai/datasets.py `_checks` (size, MD5 of t
 
 
 @dataclass(frozen=True)
+class RemoteFile:
+    """One published file: where it is, its size and checksum (``ALGO:HEX``)."""
+
+    path: str  # where it lives in the mirror and the download cache, e.g. "gpt2/config.json"
+    url: str
+    size: int
+    checksum: str
+
+
+@dataclass(frozen=True)
 class PretrainedLM:
     """One named pretrained language model and how to get it."""
 
     name: str
     description: str
-    url: str  # the canonical public archive
-    size: int  # bytes of the archive
-    checksum: str  # "ALGO:HEX" (see ulmfit.downloads)
-    checksum_source: str  # where that checksum is published
-    fmt: str  # how the archive becomes a model directory: a key of CONVERTERS
+    files: tuple[RemoteFile, ...]  # an archive, or a model's files
+    checksum_source: str  # where the checksums are published
+    fmt: str  # how the files become a model directory: a key of CONVERTERS
     direction: str  # "forward" or "backward": the text order it was trained on
     license: str
 
     @property
-    def archive_name(self) -> str:
-        return url_basename(self.url)
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _fastai(name: str, size: int, first_mib_md5: str) -> tuple[RemoteFile, ...]:
+    url = f"{_FASTAI_MODELZOO}{name}.tgz"
+    return (RemoteFile(f"{name}.tgz", url, size, f"md5-first-mib:{first_mib_md5}"),)
+
+
+# GPT-2 small at a pinned revision of the Hugging Face hub: the checksums are the hub's own
+# (its LFS sha256 for the weights, the Git blob SHA-1 of the small files).
+_GPT2_REVISION = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
+_GPT2_FILES = (
+    ("config.json", 665, "git-sha1:10c66461e4c109db5a2196bff4bb59be30396ed8"),
+    ("tokenizer.json", 1355256, "git-sha1:4b988bccc9dc5adacd403c00b4704976196548f8"),
+    (
+        "model.safetensors",
+        548105171,
+        "sha256:248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
+    ),
+)
 
 
 def _registry() -> dict[str, PretrainedLM]:
+    hub = f"https://huggingface.co/openai-community/gpt2/resolve/{_GPT2_REVISION}/"
     entries = [
         PretrainedLM(
             name="wt103-fwd",
             description="fastai's AWD-LSTM (400/1152x3, 60k vocabulary) pretrained on "
             "WikiText-103, forward; fastai tokenisation (needs the 'fastai' extra)",
-            url=_FASTAI_MODELZOO + "wt103-fwd.tgz",
-            size=105067061,
-            checksum="md5-first-mib:7d1114cd9684bf9d1ca3c9f6a54da6f9",
+            files=_fastai("wt103-fwd", 105067061, "7d1114cd9684bf9d1ca3c9f6a54da6f9"),
             checksum_source=_FASTAI_CHECKS_SOURCE,
             fmt="fastai",
             direction="forward",
@@ -75,13 +101,25 @@ def _registry() -> dict[str, PretrainedLM]:
             name="wt103-bwd",
             description="fastai's AWD-LSTM pretrained on WikiText-103, backward (reads "
             "text last token first): the second half of a forward + backward ensemble",
-            url=_FASTAI_MODELZOO + "wt103-bwd.tgz",
-            size=105205312,
-            checksum="md5-first-mib:20b06f5830fd5a891d21044c28d3097f",
+            files=_fastai("wt103-bwd", 105205312, "20b06f5830fd5a891d21044c28d3097f"),
             checksum_source=_FASTAI_CHECKS_SOURCE,
             fmt="fastai",
             direction="backward",
             license="Apache-2.0 (fastai); WikiText-103 text CC BY-SA 3.0",
+        ),
+        PretrainedLM(
+            name="gpt2",
+            description="OpenAI's GPT-2 small (124M: 12 blocks of 768) as a ulmfit "
+            "Transformer backbone, with its byte-level BPE tokenizer",
+            files=tuple(
+                RemoteFile(f"gpt2/{f}", hub + f, size, checksum)
+                for f, size, checksum in _GPT2_FILES
+            ),
+            checksum_source=f"Hugging Face hub, openai-community/gpt2 at {_GPT2_REVISION[:12]} "
+            "(LFS sha256, Git blob SHA-1)",
+            fmt="hf-gpt2",
+            direction="forward",
+            license="MIT (OpenAI GPT-2)",
         ),
     ]
     return {e.name: e for e in entries}
@@ -129,29 +167,30 @@ def model_dir(name: str, *, progress: bool = True, force: bool = False) -> Path:
             return out
         except (OSError, ValueError) as e:  # e.g. a directory from an older format
             log.warning("%s: cannot be read (%s); converting %s again", out, e, name)
-    archive = _archive(spec, progress)
-    CONVERTERS[spec.fmt](spec, archive, out)
+    files = [_fetch(f, progress) for f in spec.files]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    CONVERTERS[spec.fmt](spec, files, out)
     log.info("pretrained model %s ready in %s", name, out)
     return out
 
 
-def _archive(spec: PretrainedLM, progress: bool) -> Path:
-    """The verified archive: from the mirror if it holds it, else downloaded once."""
+def _fetch(f: RemoteFile, progress: bool) -> Path:
+    """The verified file: from the mirror if it holds it, else downloaded once."""
     where = mirror()
     if where is not None:
-        local = where / spec.archive_name
+        local = where / f.path
         if local.is_file():
-            verify_file(local, spec.checksum, size=spec.size)
+            verify_file(local, f.checksum, size=f.size)
             return local
-        log.warning("%s: not in the mirror $ULMFIT_MODELS; downloading %s", local, spec.url)
-    dest = home() / "models" / "downloads" / spec.archive_name
+        log.warning("%s: not in the mirror $ULMFIT_MODELS; downloading %s", local, f.url)
+    dest = home() / "models" / "downloads" / f.path
     try:
-        return download(spec.url, dest, spec.checksum, progress, size=spec.size)
+        return download(f.url, dest, f.checksum, progress, size=f.size)
     except OSError as e:
         hint = (
-            f"put {spec.archive_name} into $ULMFIT_MODELS ({where})"
+            f"put {f.path} into $ULMFIT_MODELS ({where})"
             if where is not None
-            else f"set $ULMFIT_MODELS to a folder holding {spec.archive_name}"
+            else f"set $ULMFIT_MODELS to a folder holding {f.path}"
         )
         raise OSError(f"{e}\n(on a machine without network: {hint})") from e
 
@@ -194,11 +233,11 @@ def _fastai_members(archive: Path) -> dict[str, tarfile.TarInfo]:
     return {"weights": found[".pth"][0], "vocab": found[".pkl"][0]}
 
 
-def _convert_fastai(spec: PretrainedLM, archive: Path, out: Path) -> None:
+def _convert_fastai(spec: PretrainedLM, files: list[Path], out: Path) -> None:
     from ulmfit.models.fastai_import import import_fastai
 
+    (archive,) = files
     members = _fastai_members(archive)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ulmfit-unpack-", dir=out.parent) as tmp:
         paths = {}
         with tarfile.open(archive, "r:*") as tar:
@@ -212,8 +251,9 @@ def _convert_fastai(spec: PretrainedLM, archive: Path, out: Path) -> None:
                 paths[role] = path
         source = {
             "pretrained": spec.name,
-            "url": spec.url,
-            "checksum": spec.checksum,
+            "url": spec.files[0].url,
+            "checksum": spec.files[0].checksum,
+            "archive_sha256": file_digest(archive),  # the whole file, for the record
             "weights": members["weights"].name,
             "vocab": members["vocab"].name,
         }
@@ -227,5 +267,18 @@ def _convert_fastai(spec: PretrainedLM, archive: Path, out: Path) -> None:
         )
 
 
-#: ``PretrainedLM.fmt`` -> how its archive becomes a model directory.
-CONVERTERS: dict[str, Callable[[PretrainedLM, Path, Path], None]] = {"fastai": _convert_fastai}
+def _convert_hf_gpt2(spec: PretrainedLM, files: list[Path], out: Path) -> None:
+    """The files side by side in one folder, then ``import_gpt2``."""
+    from ulmfit.models.gpt2 import import_gpt2
+
+    with tempfile.TemporaryDirectory(prefix=".ulmfit-hf-", dir=out.parent) as tmp:
+        for f in files:  # some may come from the mirror, some from the download cache
+            (Path(tmp) / f.name).symlink_to(f.resolve())
+        import_gpt2(tmp, out, overwrite=True)
+
+
+#: ``PretrainedLM.fmt`` -> how its files become a model directory.
+CONVERTERS: dict[str, Callable[[PretrainedLM, list[Path], Path], None]] = {
+    "fastai": _convert_fastai,
+    "hf-gpt2": _convert_hf_gpt2,
+}
