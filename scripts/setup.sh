@@ -10,7 +10,7 @@ fi
 python -m pip install -q --upgrade pip
 # The CPU wheel first: an unpinned torch would pull gigabytes of CUDA packages.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,plot,baselines,hf,fastai,serve]"
+python -m pip install -q -e ".[dev,plot,baselines,hf,fastai,serve,onnx]"
 # The page test drives Debian's chromium (tests/test_serve_page.py). Installed where this
 # runs as root with apt (CI does); elsewhere, or if the install fails, that one test skips.
 if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \

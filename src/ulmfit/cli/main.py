@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="multilabel: one threshold for every label")
     p.add_argument("--top-k", type=int, help="multilabel: the k most probable labels instead")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--onnx", type=Path, help="run this graph (export-onnx) in ONNX Runtime")
     _add_inference_options(p)
     _add_overwrite(p)
 
@@ -192,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     _add_overwrite(p)
     p = sub.add_parser(
+        "export-onnx",
+        help="Write a classifier as one ONNX graph (extra 'onnx'); --int8: quantised.",
+        description="Export encoder, pooling and head as one ONNX graph with dynamic batch and "
+        "sequence axes and the recurrent state as inputs and outputs (AWD-LSTM backbones). "
+        "Run it with `predict --onnx` or `serve --onnx`; the tokenizer, vocabulary and labels "
+        "stay in the model directory.",
+    )
+    p.add_argument("model_dir", type=Path, help="classifier directory")
+    p.add_argument("out", type=Path, help="the .onnx file to write")
+    p.add_argument("--int8", action="store_true", help="ONNX Runtime's dynamic int8 quantisation")
+    _add_overwrite(p)
+    p = sub.add_parser(
         "export-lm",
         help="Copy an LM directory with bf16 weights in shards of at most N MiB.",
         description="Write a language-model directory for distribution: weights cast to bf16 "
@@ -215,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 model for /predict (CPU)")
+    p.add_argument("--onnx", type=Path, help="answer /predict with this graph in ONNX Runtime")
     defaults = ServeConfig()
     for name in ServeConfig.__dataclass_fields__:
         default = getattr(defaults, name)
@@ -364,7 +378,8 @@ def _run(args: argparse.Namespace) -> int:
         from ulmfit.serve.app import serve
 
         limits = {k: getattr(args, k) for k in ServeConfig.__dataclass_fields__}
-        serve(str(args.model_dir), args.host, args.port, args.int8, ServeConfig(**limits))
+        onnx = str(args.onnx) if args.onnx else None
+        serve(str(args.model_dir), args.host, args.port, args.int8, ServeConfig(**limits), onnx)
         return 0
     if args.command == "predict":
         from ulmfit.tasks.predict import predict_file
@@ -382,6 +397,7 @@ def _run(args: argparse.Namespace) -> int:
             threads=args.threads,
             bs=args.bs,
             overwrite=args.overwrite,
+            onnx=args.onnx,
         )
         print(f"{n} predictions written to {args.output}")
         return 0
@@ -411,6 +427,11 @@ def _run(args: argparse.Namespace) -> int:
             text = json.dumps(metrics, indent=2, default=str) + "\n"
             atomic_write_text(args.json, text, overwrite=args.overwrite)
             print(f"report: {args.json}")
+        return 0
+    if args.command == "export-onnx":
+        from ulmfit.export_onnx import export_onnx
+
+        print(f"onnx: {export_onnx(args.model_dir, args.out, args.int8, args.overwrite)}")
         return 0
     if args.command == "export-lm":
         from ulmfit.models.io import export_lm

@@ -194,6 +194,8 @@ class Backbone(nn.Module):
     state_names: ClassVar[tuple[str, ...]]
     #: Module types dynamic int8 quantisation replaces in this backbone (empty: no int8).
     int8_types: ClassVar[tuple[type[nn.Module], ...]] = ()
+    #: Why this backbone cannot be exported to ONNX with dynamic lengths (None: it can).
+    onnx_unsupported: ClassVar[str | None] = None
 
     config: EncoderConfig
     embedding: WordEmbedding

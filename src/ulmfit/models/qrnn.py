@@ -133,6 +133,10 @@ class QRNNEncoder(RecurrentBackbone):
     kind = "qrnn"
     state_names = ("x", "c")
     int8_types = (nn.Linear,)
+    onnx_unsupported = (
+        "fo-pooling is a loop over time steps in Python: a trace would fix the document "
+        "length into the graph"
+    )
 
     def __init__(self, config: EncoderConfig) -> None:
         weight_p, window = config.p("weight_p"), config.window

@@ -326,9 +326,10 @@ def serve(
     port: int = 8080,
     int8: bool = False,
     config: ServeConfig | None = None,
+    onnx: str | None = None,
 ) -> None:
     """Run the server on ``host:port`` until interrupted (SIGINT/SIGTERM finish the
-    requests in flight first)."""
+    requests in flight first). ``onnx``: /predict runs that graph in ONNX Runtime."""
     import uvicorn
 
     from ulmfit.checkpoint import read_config
@@ -336,11 +337,18 @@ def serve(
 
     read_config(Path(model_dir), CLASSIFIER_KIND)  # a wrong directory fails now, not later
 
+    if onnx is not None and int8:
+        raise ValueError("serve: --onnx or --int8, not both (export-onnx --int8 for int8 ONNX)")
+
     def load() -> TextClassifier:
+        if onnx is not None:
+            from ulmfit.export_onnx import OnnxClassifier
+
+            return OnnxClassifier.load_onnx(model_dir, onnx)
         return TextClassifier.load(model_dir, quantize="int8" if int8 else None)
 
     def load_float() -> TextClassifier:
         return TextClassifier.load(model_dir, device="cpu")
 
-    app = create_app(load, config, load_float if int8 else None)
+    app = create_app(load, config, load_float if int8 or onnx else None)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)

@@ -105,9 +105,13 @@ def predict_file(
     threads: int | None = None,
     bs: int | None = None,
     overwrite: bool = False,
+    onnx: Path | None = None,
 ) -> int:
     """Stream ``input_path`` through the classifier(s) into ``output_path`` (CSV, TSV or
     JSONL, by suffix); return the number of documents.
+
+    ``onnx``: the probabilities come from this graph (``export-onnx``) in ONNX Runtime;
+    one model directory (its tokenizer, vocabulary and labels).
 
     ``quantize="int8"``: dynamic int8 on the CPU; ``threads``: torch CPU threads;
     ``bs``: documents per batch (default: twice the training batch size). The output
@@ -124,11 +128,22 @@ def predict_file(
     if chunk < 1:
         raise ValueError(f"predict: chunk must be >= 1, got {chunk}")
     output_format(output_path)
+    if onnx is not None and (len(model_dirs) != 1 or quantize is not None):
+        raise ValueError(
+            "predict --onnx takes one model directory and no --int8 (export the "
+            "graph with export-onnx --int8 instead)"
+        )
     check_outputs([Path(input_path), *map(Path, model_dirs)], [output_path], overwrite)
     info = distributed.init_from_env(device)
     device = distributed.device_for(info, device)
     with num_threads(threads):
-        clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
+        clfs: list[TextClassifier]
+        if onnx is not None:
+            from ulmfit.export_onnx import OnnxClassifier
+
+            clfs = [OnnxClassifier.load_onnx(model_dirs[0], onnx, threads)]
+        else:
+            clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
         chunks = _chunks(iter_input_texts(input_path, text_column), chunk)
         if info.world_size == 1:
             records = _predictions(clfs, enumerate(chunks), chunk, threshold, top_k, bs)
