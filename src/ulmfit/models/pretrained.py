@@ -196,10 +196,11 @@ def _fetch(f: RemoteFile, progress: bool) -> Path:
 
 
 def resolve(name_or_dir: str | Path, *, progress: bool = True) -> Path:
-    """A language-model directory: ``name_or_dir`` itself if it exists, else the directory
-    of the pretrained model of that name. Anything else is an error naming both."""
+    """A language-model directory: ``name_or_dir`` itself if it exists (or is a path with
+    folders, which its loader checks), else the directory of the pretrained model of that
+    name. A bare word that is neither is an error listing the names."""
     path = Path(name_or_dir)
-    if path.exists():
+    if path.exists() or len(path.parts) > 1:  # a path: its loader names what is missing
         return path
     if str(name_or_dir) in REGISTRY:
         return model_dir(str(name_or_dir), progress=progress)
