@@ -244,3 +244,27 @@ def test_a_real_server_over_http_stops_gracefully(clf: TextClassifier, tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_multilabel_answers_every_label_above_its_threshold() -> None:
+    """A multilabel model: /predict gives every label past its threshold (none, one or
+    both), best first, or the top k; /explain points at the keyword of the label asked."""
+    from tiny_classifier import train_tiny
+
+    ml = train_tiny(max_len=24, epochs=12, task="multilabel")
+    texts = ["the movie was good and bad", "the film and the plot", "a really bad actor"]
+    decided = ml.predict(texts)
+    assert sorted(decided[0]) == ["bad", "good"] and decided[1] == [] and decided[2] == ["bad"]
+    with serving(lambda: ml) as c:
+        wait_healthy(c)
+        got = c.post("/predict", json={"inputs": texts}).json()
+        assert [sorted(d["label"] for d in row) for row in got] == [sorted(x) for x in decided]
+        assert all(d["score"] >= 0.5 for row in got for d in row)  # no tuned thresholds: 0.5
+        top = c.post("/predict", json={"inputs": texts[1], "top_k": 1}).json()
+        assert len(top) == 1 and top[0]["score"] < 0.5  # top_k overrides the thresholds
+        why = c.post("/explain", json={"inputs": texts[0], "label": "bad"}).json()
+        assert why["task"] == "multilabel" and why["label"] == "bad"
+        tokens = [t["token"] for t in why["tokens"]]
+        weights = [t["importance"] for t in why["tokens"]]
+        assert tokens[int(np.argmax(weights))] == "bad"
+        assert c.get("/info").json()["task"] == "multilabel"
