@@ -124,6 +124,12 @@ def test_errors_are_json_with_their_codes(clf: TextClassifier) -> None:
             headers={"content-type": "application/json"},
         )
         error(chunked, 413, "Validation")
+        small = json.dumps({"inputs": "a good film"}).encode()
+        ok = c.post(  # a small chunked body is read once by the limit and still reaches /predict
+            "/predict", content=iter([small[:7], small[7:]]),
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        assert ok.status_code == 200 and ok.json()[0]["label"] == "pos"
         for bad in ({"inputs": ""}, {"inputs": []}, {"inputs": 3}, {"inputs": ["a", 1]}, {}):
             error(c.post("/predict", json=bad), 422, "Validation")
         error(c.post("/predict", json={"inputs": "good", "top_k": 0}), 422, "Validation")
