@@ -4,9 +4,10 @@ For each engine (torch fp32, torch int8, ONNX Runtime fp32 and int8) and with an
 without micro-batching (``--max-batch-size 32 --max-wait-ms 5`` against
 ``--max-batch-size 1``), a server process is started on a free port of 127.0.0.1; after a
 warm-up, ``--clients`` concurrent clients send single-document ``/predict`` requests
-(TREC-6 test questions, round robin) until ``--requests`` have been answered; the server is
-then stopped. Reported: requests/s and p50/p99 latency. The client runs in this process
-with asyncio and shares the two cores with the server, as a real neighbour would.
+(TREC-6 test questions, round robin) for ``--seconds``; the server is then stopped.
+Reported: requests/s and p50/p99 latency. The load comes from ``wrk`` (Debian: ``apt-get
+install wrk``; one thread of C, light next to a Python client), which still shares the
+two cores with the server.
 
 The model: the demo's classifier size (AWD-LSTM 64/256x3, vocabulary of TREC-6's
 training words), random weights (time does not depend on them). fastai: the same sizes
@@ -20,11 +21,11 @@ same questions. The table is printed last and appended to ``benchmarks/RESULTS.m
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import lzma
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,27 +81,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def load(url: str, texts: list[str], clients: int, requests: int) -> list[float]:
-    """Latencies (s) of ``requests`` single-document requests from ``clients`` at once."""
-    import httpx
+def wrk_script(texts: list[str], path: Path) -> Path:
+    """A wrk script that POSTs one question per request to /predict, round robin."""
+    bodies = ",\n".join(
+        "[==[" + json.dumps({"inputs": t}) + "]==]" for t in texts if "]==]" not in t
+    )
+    path.write_text(
+        "local bodies = {\n" + bodies + "\n}\nlocal i = 0\n"
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        "request = function()\n  i = (i % #bodies) + 1\n"
+        '  return wrk.format(nil, "/predict", nil, bodies[i])\nend\n'
+    )
+    return path
 
-    latencies: list[float] = []
-    next_i = 0
 
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal next_i
-        while next_i < requests:
-            i = next_i
-            next_i += 1
-            t0 = time.perf_counter()
-            r = await http.post("/predict", json={"inputs": texts[i % len(texts)]})
-            latencies.append(time.perf_counter() - t0)
-            r.raise_for_status()
+def _ms(value: str) -> float:
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3), ("m", 6e4)):
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * scale
+    raise ValueError(f"wrk latency {value!r}")
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-    return latencies
+
+def run_wrk(url: str, script: Path, clients: int, seconds: float) -> dict[str, float]:
+    """wrk's requests/s and p50/p99 (ms) for ``clients`` connections over ``seconds``."""
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out: dict[str, float] = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            out["rps"] = float(parts[1])
+        elif parts[:1] in (["50%"], ["99%"]):
+            out["p" + parts[0].rstrip("%")] = _ms(parts[1])
+        elif "requests in" in line:
+            out["requests"] = float(parts[0])
+        elif line.strip().startswith("Non-2xx"):
+            raise RuntimeError(f"wrk: {line.strip()}")
+    return out
 
 
 def serve_and_load(
@@ -111,6 +130,7 @@ def serve_and_load(
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(args.threads)}
     cmd = [sys.executable, "-m", "ulmfit.cli.main", "serve", str(model_dir), "--port", str(port)]
+    cmd += ["--threads", str(args.threads)]
     proc = subprocess.Popen([*cmd, *extra], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -127,24 +147,17 @@ def serve_and_load(
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in 120 s")
             time.sleep(0.2)
-        asyncio.run(load(url, texts, args.clients, args.clients * 2))  # warm-up
-        t0 = time.perf_counter()
-        lat = asyncio.run(load(url, texts, args.clients, args.requests))
-        wall = time.perf_counter() - t0
-        sizes = _batch_mean(httpx.get(url + "/metrics").text)
+        script = wrk_script(texts, Path(args.work) / "predict.lua")
+        run_wrk(url, script, args.clients, 2)  # warm-up
+        result = run_wrk(url, script, args.clients, args.seconds)
+        result["batch"] = _batch_mean(httpx.get(url + "/metrics").text)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    ms = np.array(lat) * 1000
-    return {
-        "rps": len(lat) / wall,
-        "p50": float(np.percentile(ms, 50)),
-        "p99": float(np.percentile(ms, 99)),
-        "batch": sizes,
-    }
+    return result
 
 
 def _batch_mean(metrics: str) -> float:
@@ -199,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--requests", type=int, default=1000, help="timed requests per server")
-    p.add_argument("--threads", type=int, default=2, help="the server's torch/ORT threads")
+    p.add_argument("--seconds", type=float, default=10, help="timed load per server")
+    p.add_argument("--threads", type=int, default=1, help="the server's torch/ORT threads")
     p.add_argument("--fastai-python", help="a python with fastai 2.8 (ANCHORS.md's venv)")
     p.add_argument("--fastai-docs", type=int, default=300)
     p.add_argument("--no-write", action="store_true", help="print only; no RESULTS.md")
@@ -209,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
 
     texts, _ = trec(args.data, "test")
     rows = []
+    if shutil.which("wrk") is None:
+        raise SystemExit("benchmarks/serve.py needs wrk (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        args.work = tmp
         model_dir = build_model(args.data, Path(tmp) / "clf")
         fp32 = export_onnx(model_dir, Path(tmp) / "clf.onnx")
         int8 = export_onnx(model_dir, Path(tmp) / "clf.int8.onnx", int8=True)
@@ -237,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         fa = fastai_predict(args.fastai_python, args.data, args.fastai_docs, args.threads)
     fa_rate = len(fa["lat"]) / sum(fa["lat"]) if fa else None
     what = (
-        f"single-question /predict requests, {args.clients} concurrent clients, "
-        f"{args.requests} timed; TREC-6 test questions; AWD-LSTM 64/256x3"
+        f"single-question /predict requests from wrk, {args.clients} connections, "
+        f"{args.seconds:g} s per server after 2 s of warm-up; TREC-6 test questions; "
+        "AWD-LSTM 64/256x3"
     )
     lines = [
         "| engine | batching | requests/s | p50 ms | p99 ms | mean batch | vs fastai |",

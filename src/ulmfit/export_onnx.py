@@ -154,6 +154,9 @@ class OnnxClassifier(TextClassifier):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: spinning takes the cores that a
+        # server's request handling (or anything else on the machine) needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for a bad file

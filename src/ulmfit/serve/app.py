@@ -19,10 +19,12 @@ Requests to ``/predict`` are micro-batched (:mod:`ulmfit.serve.batching`). Error
 """
 
 import asyncio
+import gc
+import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -40,6 +42,76 @@ if TYPE_CHECKING:
     from ulmfit.tasks.classify import TextClassifier
 
 log = logging.getLogger(__name__)
+
+
+class LimitsAndMetrics:
+    """Pure ASGI middleware: refuses a request body over ``max_bytes`` (413, before the
+    route reads it: by its Content-Length, or counted as a chunked body arrives) and
+    reports each HTTP request's path, status and seconds to ``observe``."""
+
+    def __init__(self, app: Any, max_bytes: int, observe: Callable[[str, int, float], None]):
+        self.app, self.max_bytes, self.observe = app, max_bytes, observe
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            headers = dict(scope.get("headers") or [])
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                await self._too_large(send_status, f"body of {int(length)} bytes")
+                return
+            if length is None and scope["method"] == "POST":
+                body, more = b"", True
+                while more and len(body) <= self.max_bytes:
+                    message = await receive()
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                if len(body) > self.max_bytes:
+                    await self._too_large(send_status, "body")
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_status)
+        finally:
+            self.observe(scope["path"], status, time.perf_counter() - t0)
+
+    async def _too_large(self, send: Any, what: str) -> None:
+        body = json.dumps(
+            {
+                "error": f"{what} over the limit of {self.max_bytes} bytes",
+                "error_type": "Validation",
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that gives ``body`` (already read) once, then defers to ``receive``."""
+    sent = False
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class ApiError(Exception):
@@ -64,10 +136,12 @@ def create_app(
     load: "Callable[[], TextClassifier]",
     config: ServeConfig | None = None,
     load_float: "Callable[[], TextClassifier] | None" = None,
+    freeze_gc: bool = False,
 ) -> "FastAPI":
     """The app. ``load`` builds the classifier (run in a thread at startup, so ``/health``
     answers 503 meanwhile); ``load_float`` a float copy for ``/explain`` where ``load``
-    gives an int8 one (default: the same object)."""
+    gives an int8 one (default: the same object). ``freeze_gc``: once loaded, exempt the
+    process's objects from garbage collection passes (a server process; not a test's)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -115,10 +189,20 @@ def create_app(
     batcher = MicroBatcher(predict_batch, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
 
     def load_models() -> None:
+        if cfg.threads > 0:
+            import torch
+
+            torch.set_num_threads(cfg.threads)  # the process's: batches run in worker threads
         try:
             state.clf = load()
             state.float_clf = load_float() if load_float is not None else state.clf
             state.clf.predict_proba(["warm up"])  # first call pays for lazy set-up
+            if freeze_gc:
+                # What is loaded now lives as long as the server: keep it out of the garbage
+                # collector's full passes, which otherwise stall requests now and then (p99
+                # 140 -> 40 ms in benchmarks/serve.py).
+                gc.collect()
+                gc.freeze()
         except Exception as e:  # reported by /health and every route
             log.exception("cannot load the model")
             state.error = f"{type(e).__name__}: {e}"
@@ -171,47 +255,16 @@ def create_app(
             {"error": "; ".join(parts), "error_type": "Validation"}, status_code=422
         )
 
-    @app.middleware("http")
-    async def _limits_and_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        t0 = time.perf_counter()
-        route = request.url.path
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > cfg.max_payload_bytes:
-            response: Response = JSONResponse(
-                {
-                    "error": f"body of {int(length)} bytes; at most {cfg.max_payload_bytes}",
-                    "error_type": "Validation",
-                },
-                status_code=413,
-            )
-        elif length is None and request.method == "POST":
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > cfg.max_payload_bytes:
-                    break
-            if len(body) > cfg.max_payload_bytes:
-                response = JSONResponse(
-                    {
-                        "error": f"body over {cfg.max_payload_bytes} bytes",
-                        "error_type": "Validation",
-                    },
-                    status_code=413,
-                )
-            else:
-                request._body = body  # read once here; the route reads it again from here
-                response = await call_next(request)
-        else:
-            response = await call_next(request)
-        known = route in ("/", "/predict", "/embed", "/explain", "/health", "/info", "/metrics")
-        label = route if known else "other"
-        m_requests.labels(label, str(response.status_code)).inc()
-        m_latency.labels(label).observe(time.perf_counter() - t0)
-        return response
+    routes = ("/", "/predict", "/embed", "/explain", "/health", "/info", "/metrics")
 
-    @app.post("/predict")
+    def observe(path: str, status: int, seconds: float) -> None:
+        label = path if path in routes else "other"
+        m_requests.labels(label, str(status)).inc()
+        m_latency.labels(label).observe(seconds)
+
+    app.add_middleware(LimitsAndMetrics, max_bytes=cfg.max_payload_bytes, observe=observe)
+
+    @app.post("/predict", response_class=JSONResponse)
     async def predict(req: PredictRequest) -> Any:
         clf = model()
         texts, single = texts_of(req)
@@ -222,14 +275,14 @@ def create_app(
         finally:
             m_queue.set(batcher.stats.queued_docs)
         out = [_labels(clf, logits, probs, req.top_k, req.raw_scores) for logits, probs in rows]
-        return out[0] if single else out
+        return JSONResponse(out[0] if single else out)
 
-    @app.post("/embed")
+    @app.post("/embed", response_class=JSONResponse)
     async def embed(req: Inputs) -> Any:
         clf = model()
         texts, _ = texts_of(req)
         vectors = await asyncio.get_running_loop().run_in_executor(None, clf.embed, texts)
-        return vectors.tolist()
+        return JSONResponse(vectors.tolist())
 
     @app.post("/explain")
     async def explain_route(req: ExplainRequest) -> Any:
@@ -344,11 +397,15 @@ def serve(
         if onnx is not None:
             from ulmfit.export_onnx import OnnxClassifier
 
-            return OnnxClassifier.load_onnx(model_dir, onnx)
+            return OnnxClassifier.load_onnx(model_dir, onnx, (config or ServeConfig()).threads)
         return TextClassifier.load(model_dir, quantize="int8" if int8 else None)
 
     def load_float() -> TextClassifier:
         return TextClassifier.load(model_dir, device="cpu")
 
-    app = create_app(load, config, load_float if int8 or onnx else None)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+    app = create_app(load, config, load_float if int8 or onnx else None, freeze_gc=True)
+    # No access log: a line per request costs as much as a small prediction; /metrics counts.
+    uvicorn.run(
+        app, host=host, port=port, log_level="info", access_log=False,
+        timeout_graceful_shutdown=30,
+    )  # fmt: skip

@@ -15,3 +15,6 @@ class ServeConfig:
     max_inputs: int = 256  # texts per request (more: 413)
     max_payload_bytes: int = 2 * 1024 * 1024  # request body (more: 413)
     explain_steps: int = 32  # integrated-gradients steps for /explain
+    # torch's / ONNX Runtime's threads for the model (0: their default, one per core). With
+    # the HTTP work on the same cores, 1 is often fastest (benchmarks/serve.py).
+    threads: int = 0
