@@ -22,6 +22,7 @@ from ulmfit.data.classification import LabelEncoder
 from ulmfit.export_onnx import OnnxClassifier, export_onnx
 from ulmfit.inference import num_threads
 from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.backbone import KINDS
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
 from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
@@ -48,7 +49,7 @@ def texts(shared_data: Path) -> list[str]:
 
 def classifier(texts: list[str], kind: str = "awd_lstm") -> TextClassifier:
     """A small random-weight classifier over the texts' words; max_len 64, so most IMDb
-    reviews are read with a prefix."""
+    reviews are read with a prefix (or, for the Transformer, cut to their last 64)."""
     tok = get_tokenizer(TokenizerConfig())
     counts = Counter(t for text in texts for t in tok(text))
     vocab = Vocab.from_counts(counts, max_size=3000, min_freq=1)
@@ -60,6 +61,10 @@ def classifier(texts: list[str], kind: str = "awd_lstm") -> TextClassifier:
             if isinstance(m, torch.nn.BatchNorm1d):
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
+        # Random weights give near-ties (median top-2 margin 0.01 for the transformer), where
+        # any rounding flips labels, torch's own int8 included; a trained classifier has
+        # opinions. Larger output weights give this one some.
+        model.head[-1][-1].weight.mul_(10)
     clf = TextClassifier(None, ClassifierTrainConfig(device="cpu"))
     clf.model, clf.vocab, clf.tokenizer_config = model.eval(), vocab, TokenizerConfig()
     clf.labels = LabelEncoder.fit(list("abcdef"), "multiclass")
@@ -71,9 +76,12 @@ def saved(texts: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     return classifier(texts).save(tmp_path_factory.mktemp("onnx") / "clf")
 
 
+@pytest.mark.parametrize("kind", KINDS)
 def test_fp32_and_int8_parity_on_real_documents(
-    saved: Path, texts: list[str], tmp_path: Path
+    kind: str, saved: Path, texts: list[str], tmp_path: Path
 ) -> None:
+    if kind != "awd_lstm":
+        saved = classifier(texts, kind).save(tmp_path / kind)
     ref = TextClassifier.load(saved, device="cpu")
     lengths = [len(d) for d in ref.numericalize(texts)]
     assert min(lengths) == 1 and max(lengths) > 8 * 64  # one-token to many windows long
@@ -89,12 +97,20 @@ def test_fp32_and_int8_parity_on_real_documents(
     assert int8.stat().st_size < fp32.stat().st_size
     q = OnnxClassifier.load_onnx(saved, int8).predict_proba(texts)
     same = float(np.mean(q.argmax(1) == want.argmax(1)))
-    print(f"\nONNX int8: same label as PyTorch fp32 on {same:.1%} of {len(texts)} documents")
-    assert same >= 0.99
+    n = len(texts)
+    print(f"\nONNX int8 {kind}: same label as PyTorch fp32 on {same:.1%} of {n} documents")
+    # The recurrent backbones keep 99%; the Transformer's per-call activation scales (its
+    # pre-LayerNorm residual stream has outliers) cost more: 97.5% here (torch's own int8
+    # of the same model: 98.8%). Said in the README; fp32 is exact to 1e-4 for all.
+    assert same >= (0.99 if kind != "transformer" else 0.95)
 
 
 def test_cli_export_predict_and_refusals(
-    saved: Path, texts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    saved: Path,
+    texts: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     src = tmp_path / "in.txt"
     src.write_text("\n".join(t.replace("\n", " ") for t in texts[190:215]) + "\n")
@@ -118,10 +134,12 @@ def test_cli_export_predict_and_refusals(
     assert main(["predict", str(other), "-i", str(src), "-o", str(tmp_path / "x.csv"),
                  "--onnx", str(out)]) == 2  # fmt: skip
     assert "not exported from this model directory" in capsys.readouterr().err
-    # A backbone that cannot be exported says why.
-    qrnn = classifier(texts[:50], kind="qrnn").save(tmp_path / "qrnn")
-    with pytest.raises(ValueError, match="qrnn backbone cannot be exported to ONNX: fo-pooling"):
-        export_onnx(qrnn, tmp_path / "q.onnx")
+    # A backbone that cannot be exported says why (none today; the hook for one that can't).
+    from ulmfit.models.awd_lstm import AWDLSTMEncoder
+
+    monkeypatch.setattr(AWDLSTMEncoder, "onnx_unsupported", "a reason")
+    with pytest.raises(ValueError, match="awd_lstm backbone cannot be exported to ONNX: a reason"):
+        export_onnx(saved, tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
 
 

@@ -42,7 +42,12 @@ OPSET = 17
 
 
 class _Graph(nn.Module):
-    """What is exported: flat state tensors in, logits and flat state tensors out."""
+    """What is exported: flat state tensors in, logits and flat state tensors out.
+
+    A backbone without state (the Transformer) is exported with its own window reading
+    (``read_windows``) over a fixed ``max_len`` tokens: the runtime pads every window to
+    that length, and the masked pooling ignores the padding.
+    """
 
     def __init__(self, model: TextClassifierModel) -> None:
         super().__init__()
@@ -50,6 +55,9 @@ class _Graph(nn.Module):
         self.shape = [len(layer) for layer in model.encoder.init_state(1)]
 
     def forward(self, ids: Tensor, lengths: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
+        if not self.shape:
+            out, window = self.model.encode(ids, lengths)
+            return (self.model.head(masked_concat_pool(out, window)),)
         state, i = [], 0
         for n in self.shape:
             state.append(tuple(flat[i : i + n]))
@@ -86,12 +94,15 @@ def export_onnx(
     model.eval()
     graph = _Graph(model).eval()
     names = state_names(model)
-    ids = torch.full((2, 5), model.config.encoder.pad_id + 1, dtype=torch.long)
-    lengths = torch.tensor([5, 3])
+    stateless = not graph.shape
+    T = model.config.max_len if stateless else 5  # stateless: windows of exactly max_len
+    ids = torch.full((2, T), model.config.encoder.pad_id + 1, dtype=torch.long)
+    lengths = torch.tensor([T, 3])
     flat = [t for layer in model.encoder.init_state(2) for t in layer]
     inputs = ["ids", "lengths", *names]
     outputs = ["logits", *(f"{n}_out" for n in names)]
-    dynamic = {"ids": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
+    time_axis = {} if stateless else {1: "time"}
+    dynamic = {"ids": {0: "batch", **time_axis}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
     dynamic.update({n: {1: "batch"} for n in [*names, *outputs[1:]]})
     meta = {
         "ulmfit.backbone": model.config.encoder.kind,
@@ -117,7 +128,12 @@ def export_onnx(
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             fp32, tmp = tmp, Path(work) / "model.int8.onnx"
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+            # Weights only, as torch's dynamic int8 does: a MatMul of two activations
+            # (attention's scores and mixing) quantised per call costs accuracy, not time.
+            quantize_dynamic(
+                str(fp32), str(tmp), weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True},
+            )  # fmt: skip
         _set_metadata(tmp, meta)
         with atomic_output(out_path, "wb", overwrite=overwrite) as f:
             f.write(tmp.read_bytes())
@@ -186,17 +202,19 @@ class OnnxClassifier(TextClassifier):
         bs = bs or 2 * self.config.bs
         docs = [d if len(d) else np.array([cfg.encoder.pad_id]) for d in self.numericalize(texts)]
         zero = [t.numpy() for layer in self.model.encoder.init_state(1) for t in layer]
+        # A stateless graph reads windows of a fixed length (and no prefix: it carries none).
+        fixed = self.session.get_inputs()[0].shape[1]
         prefix_state = {
             i: self._read_prefix(d[: len(d) - cfg.max_len], zero, max(cfg.bptt, cfg.max_len))
             for i, d in enumerate(docs)
-            if len(d) > cfg.max_len
+            if len(d) > cfg.max_len and zero
         }
         windows = [d[-cfg.max_len :] for d in docs]
         order = np.argsort([-len(w) for w in windows], kind="stable")
         out = np.zeros((len(docs), n_classes), dtype=np.float32)
         for start in range(0, len(order), bs):
             rows = order[start : start + bs]
-            W = len(windows[rows[0]])
+            W = fixed if isinstance(fixed, int) else len(windows[rows[0]])
             ids = np.full((len(rows), W), cfg.encoder.pad_id, dtype=np.int64)
             for j, r in enumerate(rows):
                 ids[j, : len(windows[r])] = windows[r]

@@ -14,6 +14,8 @@ its last input (for the window) and its last ``c``.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Any
 
 import torch
@@ -57,6 +59,28 @@ class _ForgetMult(torch.autograd.Function):
         return df, dz, dc[0] * ft[0]
 
 
+def _forget_mult_loop(f: Tensor, z: Tensor, c0: Tensor) -> Tensor:
+    """fo-pooling as a loop TorchScript can compile: scripted, inside a trace (ONNX
+    export), it stays a loop over however many steps the input has, where the Python loop
+    would be unrolled for one length (see :func:`_scripted_loop`)."""
+    c = c0
+    steps: list[Tensor] = []
+    for t in range(f.size(1)):
+        c = f[:, t] * c + (1 - f[:, t]) * z[:, t]
+        steps.append(c)
+    return torch.stack(steps, 1)
+
+
+@functools.cache
+def _scripted_loop() -> Any:
+    """:func:`_forget_mult_loop` scripted, once, when an export first needs it (scripting
+    warns that TorchScript is deprecated; the TorchScript ONNX exporter is what keeps an
+    ``nn.LSTM`` and this loop dynamic in length, see ``ulmfit.export_onnx``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(_forget_mult_loop)
+
+
 def forget_mult(f: Tensor, z: Tensor, c0: Tensor) -> Tensor:
     """``c_t = f_t * c_{t-1} + (1 - f_t) * z_t`` over ``T``: ``f, z (B, T, H)``, ``c0 (B, H)``.
 
@@ -64,6 +88,9 @@ def forget_mult(f: Tensor, z: Tensor, c0: Tensor) -> Tensor:
     running products that underflow: ``benchmarks/backbones.py`` times one), with its
     gradient written out by hand (:class:`_ForgetMult`).
     """
+    if torch.jit.is_tracing():  # ONNX export: a loop the graph keeps, for any length
+        out_: Tensor = _scripted_loop()(f, z, c0)
+        return out_
     if not (f.requires_grad or z.requires_grad or c0.requires_grad):
         return _ForgetMult.forward(_NoCtx(), f, z, c0)
     out: Tensor = _ForgetMult.apply(f, z, c0)
@@ -133,10 +160,6 @@ class QRNNEncoder(RecurrentBackbone):
     kind = "qrnn"
     state_names = ("x", "c")
     int8_types = (nn.Linear,)
-    onnx_unsupported = (
-        "fo-pooling is a loop over time steps in Python: a trace would fix the document "
-        "length into the graph"
-    )
 
     def __init__(self, config: EncoderConfig) -> None:
         weight_p, window = config.p("weight_p"), config.window

@@ -82,7 +82,6 @@ class TransformerEncoder(Backbone):
     kind = "transformer"
     state_names = ()
     int8_types = (nn.Linear,)
-    onnx_unsupported = "not implemented yet: its windowed reading has no exported form here"
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
