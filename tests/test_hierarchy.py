@@ -109,3 +109,77 @@ def test_per_level_f1_and_the_report() -> None:
     assert rep["documents"] == 4 and rep["inconsistent_predictions"] == 0
     assert H.report(TRUE, PRED, tax)["inconsistent_predictions"] == 3  # leaves without parents
     assert rep["hierarchical"]["micro"]["f1"] == pytest.approx(H.hierarchical_prf(TRUE, PRED)["f1"])
+
+
+# -- decoders --------------------------------------------------------------------------
+
+DEEP = Taxonomy.from_paths(
+    [("a", "a1", "x"), ("a", "a1", "y"), ("a", "a2"), ("b", "b1"), ("b", "b2", "z"), ("c",)]
+)
+
+
+def consistent(nodes: list[tuple[str, ...]]) -> bool:
+    chosen = set(nodes)
+    return all(len(n) == 1 or n[:-1] in chosen for n in chosen)
+
+
+def test_threshold_decoding_is_consistent_for_any_probabilities() -> None:
+    """Property test: random probabilities and per-node thresholds, 300 draws of 20
+    documents: never a node without its parent; with a mandatory leaf, every kept branch
+    ends in a leaf and no document is empty."""
+    from ulmfit.tasks.hierarchical import decode_thresholds
+
+    rng = np.random.default_rng(0)
+    K = len(DEEP)
+    for _ in range(300):
+        probs = rng.random((20, K)) ** rng.uniform(0.2, 3)
+        t = rng.random(K) if rng.random() < 0.5 else float(rng.random())
+        for mandatory in (False, True):
+            for nodes in decode_thresholds(probs, DEEP, t, mandatory):
+                assert consistent(nodes)
+                if mandatory:
+                    assert nodes
+                    assert all(DEEP.is_leaf(n) or any(m[:-1] == n for m in nodes) for n in nodes)
+    # Hand-checked: b1 is above its threshold but b is not, so b1 is not kept.
+    probs = np.zeros((1, K))
+    for node, p in {("a",): 0.9, ("a", "a1"): 0.7, ("a", "a1", "x"): 0.2, ("b", "b1"): 0.9}.items():
+        probs[0, DEEP.index(node)] = p
+    assert decode_thresholds(probs, DEEP, 0.5) == [[("a",), ("a", "a1")]]
+    assert decode_thresholds(probs, DEEP, 0.5, mandatory_leaf=True) == [
+        [("a",), ("a", "a1"), ("a", "a1", "x")]
+    ]
+
+
+def test_per_parent_softmax_paths_and_decoders() -> None:
+    from ulmfit.tasks.hierarchical import (
+        conditional_probs,
+        decode_best_path,
+        decode_greedy,
+        logit_adjust,
+        path_probs,
+    )
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(50, len(DEEP))) * 3
+    cond = conditional_probs(logits, DEEP)
+    marginal = path_probs(cond, DEEP)
+    leaves = [DEEP.index(n) for n in DEEP.leaves]
+    assert np.allclose(marginal[:, leaves].sum(1), 1.0)  # one full path per document
+    for node in DEEP.nodes:  # a node's probability is the sum of its children's
+        kids = [DEEP.index(c) for c in DEEP.children(node)]
+        if kids:
+            assert np.allclose(marginal[:, kids].sum(1), marginal[:, DEEP.index(node)])
+    best = decode_best_path(marginal, DEEP)
+    for row, path in zip(marginal, best, strict=True):
+        assert consistent(path) and DEEP.is_leaf(path[-1]) and len(path) == len(path[-1])
+        assert row[DEEP.index(path[-1])] == pytest.approx(row[leaves].max())  # brute force
+    for path in decode_greedy(cond, DEEP):
+        assert consistent(path) and DEEP.is_leaf(path[-1])
+    stopped = decode_greedy(cond, DEEP, mandatory_leaf=False, stop=0.9)
+    assert all(consistent(p) and p for p in stopped)
+    assert any(not DEEP.is_leaf(p[-1]) for p in stopped)  # some walks stop early
+    # Logit adjustment: equal logits, a rare sibling (prior 0.1) now wins.
+    tax2 = Taxonomy.from_paths([("r", "common"), ("r", "rare")])
+    flat = np.zeros((1, 3))
+    adjusted = logit_adjust(flat, np.array([1.0, 0.9, 0.1]))
+    assert decode_greedy(conditional_probs(adjusted, tax2), tax2) == [[("r",), ("r", "rare")]]
