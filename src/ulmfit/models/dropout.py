@@ -24,11 +24,6 @@ def dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
     return keep.to(like.dtype).mul_(1.0 / (1.0 - p))
 
 
-def drop_connect(weight: Tensor, p: float) -> Tensor:
-    """``weight`` with each entry zeroed with probability ``p`` (the rest scaled up)."""
-    return weight * dropout_mask(weight, tuple(weight.shape), p)
-
-
 class WeightMask:
     """Where a module's dropped weight comes from: a fresh mask every call, or, while
     :func:`one_weight_mask_per_read` holds it, one mask for every call in the block.
