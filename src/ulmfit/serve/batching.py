@@ -111,7 +111,7 @@ class MicroBatcher:
             # Wait for company: until the batch is full or the first job has waited enough.
             deadline = self._jobs[0].arrived + self.max_wait
             while (
-                sum(len(j.texts) for j in self._jobs) < self.max_batch_size
+                self.stats.queued_docs < self.max_batch_size
                 and not self._stopping
                 and (left := deadline - time.perf_counter()) > 0
             ):
