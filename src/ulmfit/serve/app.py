@@ -142,6 +142,7 @@ def create_app(
     answers 503 meanwhile); ``load_float`` a float copy for ``/explain`` where ``load``
     gives an int8 one (default: the same object). ``freeze_gc``: once loaded, exempt the
     process's objects from garbage collection passes (a server process; not a test's)."""
+    import torch
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -156,6 +157,7 @@ def create_app(
 
     from ulmfit import __version__
     from ulmfit.serve.explain import explain
+    from ulmfit.tasks.classify import to_probs
 
     cfg = config or ServeConfig()
     state = _State()
@@ -177,10 +179,6 @@ def create_app(
     def predict_batch(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         clf = state.clf
         assert clf is not None
-        import torch
-
-        from ulmfit.tasks.classify import to_probs
-
         logits = clf.predict_logits(texts)
         probs = to_probs(torch.from_numpy(logits), clf.config.task).numpy()
         m_batch.observe(len(texts))
@@ -306,15 +304,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> Any:
-        if not state.ready.is_set():
-            return JSONResponse(
-                {"error": "the model is loading", "error_type": "Unhealthy"}, status_code=503
-            )
-        if state.clf is None:
-            return JSONResponse(
-                {"error": f"the model failed to load: {state.error}", "error_type": "Unhealthy"},
-                status_code=503,
-            )
+        model()  # 503 while loading or after a failed load
         return {"status": "ok"}
 
     @app.get("/info")
