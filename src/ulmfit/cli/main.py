@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         "export-onnx",
         help="Write a classifier as one ONNX graph (extra 'onnx'); --int8: quantised.",
         description="Export encoder, pooling and head as one ONNX graph with dynamic batch and "
-        "sequence axes and the recurrent state as inputs and outputs (AWD-LSTM backbones). "
+        "sequence axes and the recurrent state as inputs and outputs (the Transformer, which "
+        "carries none, reads windows of exactly max_len tokens). "
         "Run it with `predict --onnx` or `serve --onnx`; the tokenizer, vocabulary and labels "
         "stay in the model directory.",
     )
