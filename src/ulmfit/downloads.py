@@ -120,17 +120,16 @@ def write_stamp(path: Path, sha256: str, **extra: str) -> None:
         log.debug("cannot record verification of %s: %s", path, e)
 
 
+DAMAGED = "The file is damaged or not the published one; delete it and download again."
+
+
 def mismatch(
-    where: str | Path,
-    algo: str,
-    expected: str,
-    actual: str,
-    advice: str = "The file is damaged or not the published one; delete it and download again.",
+    where: str | Path, algo: str, expected: str, actual: str, advice: str = DAMAGED
 ) -> ChecksumError:
     return ChecksumError(f"{where}: {algo} mismatch: expected {expected}, got {actual}. {advice}")
 
 
-def _check_size(path: Path, size: int | None, advice: str) -> None:
+def _check_size(path: Path, size: int | None, advice: str = DAMAGED) -> None:
     if size is not None and (actual := path.stat().st_size) != size:
         raise ChecksumError(f"{path}: size mismatch: expected {size} bytes, got {actual}. {advice}")
 
@@ -153,8 +152,7 @@ def verify_file(
     algo, expected = parse_digest(sha256) if sha256 else ("sha256", None)
     if algo == "md5-first-mib" and size is None:
         raise ValueError(f"{sha256!r}: an md5-first-mib digest needs the file's size too")
-    advice = "The file is damaged or not the published one; delete it and download again."
-    _check_size(path, size, advice)
+    _check_size(path, size)
     stamp = read_stamp(path) if use_stamp else None
     if algo != "sha256":
         if stamp is not None and stamp.get(algo) == expected:
@@ -173,6 +171,13 @@ def verify_file(
         log.warning("%s: no known checksum to compare with; its sha256 is %s", path, actual)
     write_stamp(path, actual)
     return actual
+
+
+def sha256_of(path: str | Path) -> str:
+    """The file's sha256: from its stamp while that still describes the file (every file
+    :func:`download` or :func:`verify_file` passed has one), else hashed now."""
+    stamp = read_stamp(Path(path))
+    return str(stamp["sha256"]) if stamp is not None else file_digest(path)
 
 
 def url_basename(url: str) -> str:
