@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ulmfit.downloads import download, file_digest, verify_file
+from ulmfit.downloads import download, sha256_of, verify_file
 from ulmfit.text.corpus import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,18 @@ class PretrainedLM:
         return sum(f.size for f in self.files)
 
 
-def _fastai(name: str, size: int, first_mib_md5: str) -> tuple[RemoteFile, ...]:
+def _fastai(name: str, direction: str, size: int, first_mib_md5: str, what: str) -> PretrainedLM:
+    """One of fastai's model-zoo archives, with the size and first-MiB MD5 fastai 1 used."""
     url = f"{_FASTAI_MODELZOO}{name}.tgz"
-    return (RemoteFile(f"{name}.tgz", url, size, f"md5-first-mib:{first_mib_md5}"),)
+    return PretrainedLM(
+        name=name,
+        description=what,
+        files=(RemoteFile(f"{name}.tgz", url, size, f"md5-first-mib:{first_mib_md5}"),),
+        checksum_source=_FASTAI_CHECKS_SOURCE,
+        fmt="fastai",
+        direction=direction,
+        license="Apache-2.0 (fastai); WikiText-103 text CC BY-SA 3.0",
+    )
 
 
 # GPT-2 small at a pinned revision of the Hugging Face hub: the checksums are the hub's own
@@ -87,25 +96,21 @@ _GPT2_FILES = (
 def _registry() -> dict[str, PretrainedLM]:
     hub = f"https://huggingface.co/openai-community/gpt2/resolve/{_GPT2_REVISION}/"
     entries = [
-        PretrainedLM(
-            name="wt103-fwd",
-            description="fastai's AWD-LSTM (400/1152x3, 60k vocabulary) pretrained on "
-            "WikiText-103, forward; fastai tokenisation (needs the 'fastai' extra)",
-            files=_fastai("wt103-fwd", 105067061, "7d1114cd9684bf9d1ca3c9f6a54da6f9"),
-            checksum_source=_FASTAI_CHECKS_SOURCE,
-            fmt="fastai",
-            direction="forward",
-            license="Apache-2.0 (fastai); WikiText-103 text CC BY-SA 3.0",
+        _fastai(
+            "wt103-fwd",
+            "forward",
+            105067061,
+            "7d1114cd9684bf9d1ca3c9f6a54da6f9",
+            "fastai's AWD-LSTM (400/1152x3, 60k vocabulary) pretrained on WikiText-103, "
+            "forward; fastai tokenisation (needs the 'fastai' extra)",
         ),
-        PretrainedLM(
-            name="wt103-bwd",
-            description="fastai's AWD-LSTM pretrained on WikiText-103, backward (reads "
-            "text last token first): the second half of a forward + backward ensemble",
-            files=_fastai("wt103-bwd", 105205312, "20b06f5830fd5a891d21044c28d3097f"),
-            checksum_source=_FASTAI_CHECKS_SOURCE,
-            fmt="fastai",
-            direction="backward",
-            license="Apache-2.0 (fastai); WikiText-103 text CC BY-SA 3.0",
+        _fastai(
+            "wt103-bwd",
+            "backward",
+            105205312,
+            "20b06f5830fd5a891d21044c28d3097f",
+            "fastai's AWD-LSTM pretrained on WikiText-103, backward (reads text last token "
+            "first): the second half of a forward + backward ensemble",
         ),
         PretrainedLM(
             name="gpt2",
@@ -254,7 +259,7 @@ def _convert_fastai(spec: PretrainedLM, files: list[Path], out: Path) -> None:
             "pretrained": spec.name,
             "url": spec.files[0].url,
             "checksum": spec.files[0].checksum,
-            "archive_sha256": file_digest(archive),  # the whole file, for the record
+            "archive_sha256": sha256_of(archive),  # the whole file, for the record
             "weights": members["weights"].name,
             "vocab": members["vocab"].name,
         }
