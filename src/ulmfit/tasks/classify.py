@@ -490,11 +490,16 @@ class TextClassifier:
 
     # -- inference ---------------------------------------------------------------------
     def _probs(
-        self, batches: ClassificationBatches, loss_fn: nn.Module | None, shard: bool = False
+        self,
+        batches: ClassificationBatches,
+        loss_fn: nn.Module | None,
+        shard: bool = False,
+        raw: bool = False,
     ) -> tuple[np.ndarray, float]:
         assert self.model is not None
         n_classes = len(self.labels or [])
-        return score_batches(self.model, batches, n_classes, self.config.task, loss_fn, shard)
+        task = self.config.task
+        return score_batches(self.model, batches, n_classes, task, loss_fn, shard, raw)
 
     def _batches(self, texts: Sequence[str], bs: int | None = None) -> ClassificationBatches:
         docs = self.numericalize(texts)
@@ -512,20 +517,17 @@ class TextClassifier:
         the batch it is in; in int8 they move a little with it (activations are quantised
         with one scale per batch).
         """
-        self._check_fitted()
-        if len(texts) == 0:
-            return np.zeros((0, len(self.labels or [])), dtype=np.float32)
-        return self._probs(self._batches(texts, bs), None)[0]
+        return self._scores(texts, bs, raw=False)
 
     def predict_logits(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
         """``(N, C)`` raw scores before the softmax / sigmoid (batched as ``predict_proba``)."""
+        return self._scores(texts, bs, raw=True)
+
+    def _scores(self, texts: Sequence[str], bs: int | None, raw: bool) -> np.ndarray:
         self._check_fitted()
         if len(texts) == 0:
             return np.zeros((0, len(self.labels or [])), dtype=np.float32)
-        assert self.model is not None
-        batches = self._batches(texts, bs)
-        n = len(self.labels or [])
-        return score_batches(self.model, batches, n, self.config.task, raw=True)[0]
+        return self._probs(self._batches(texts, bs), None, raw=raw)[0]
 
     def predict(
         self,
