@@ -23,6 +23,7 @@ import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -75,11 +76,20 @@ def test_the_page_shows_labels_and_shaded_tokens(server_url: str, tmp_path: Path
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
         driver.get(server_url + "/")
-        wait = WebDriverWait(driver, 60)
+        # The page redraws #labels and #tokens after each answer: an element found just
+        # before a redraw is stale when read, so a wait retries on that (a CI run failed on
+        # it), and the checks after a wait read the page only once it is idle (no data-busy).
+        wait = WebDriverWait(
+            driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
+        idle = "return document.body.dataset.busy === undefined"
         wait.until(lambda d: "classifier" in d.find_element(By.ID, "info").text)
         driver.find_element(By.ID, "text").send_keys("the plot was really good and the actor")
         driver.find_element(By.ID, "go").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tokens span.token"))
+        wait.until(
+            lambda d: d.execute_script(idle)
+            and d.find_elements(By.CSS_SELECTOR, "#tokens span.token")
+        )
         names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#labels .label .name")]
         assert sorted(names) == ["neg", "pos"]
         chosen = driver.find_element(By.CSS_SELECTOR, "#labels .label.chosen .name").text
@@ -95,9 +105,8 @@ def test_the_page_shows_labels_and_shaded_tokens(server_url: str, tmp_path: Path
         assert shade.startswith("rgba(46, 160, 67") and not shade.endswith(", 0)")
         # Explaining the other label: the keyword now weighs against it.
         driver.find_elements(By.CSS_SELECTOR, "#labels .label")[names.index("neg")].click()
-        wait.until(
-            lambda d: d.find_element(By.CSS_SELECTOR, "#labels .label.chosen .name").text == "neg"
-        )
+        chosen_now = "return document.querySelector('#labels .label.chosen .name').textContent"
+        wait.until(lambda d: d.execute_script(idle) and d.execute_script(chosen_now) == "neg")
         assert driver.find_element(By.ID, "error").text == ""
         shot = tmp_path / "page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
