@@ -21,9 +21,9 @@ pytest.importorskip("captum")
 pytest.importorskip("selenium")
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -87,8 +87,9 @@ def test_the_page_shows_labels_and_shaded_tokens(server_url: str, tmp_path: Path
         driver.find_element(By.ID, "text").send_keys("the plot was really good and the actor")
         driver.find_element(By.ID, "go").click()
         wait.until(
-            lambda d: d.execute_script(idle)
-            and d.find_elements(By.CSS_SELECTOR, "#tokens span.token")
+            lambda d: (
+                d.execute_script(idle) and d.find_elements(By.CSS_SELECTOR, "#tokens span.token")
+            )
         )
         names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#labels .label .name")]
         assert sorted(names) == ["neg", "pos"]
