@@ -39,6 +39,34 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="session")
+def wiki_lm(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A tiny LM pretrained for a few seconds on 40 real Wikipedia articles."""
+    from ulmfit.data.lm import LMDataConfig
+    from ulmfit.data.prepare import CorpusConfig
+    from ulmfit.models.awd_lstm import AWDLSTMConfig
+    from ulmfit.tasks.train_lm import LMStageConfig, VocabConfig, train_language_model
+    from ulmfit.training.config import TrainConfig
+
+    out = tmp_path_factory.mktemp("wiki_lm")
+    cfg = LMStageConfig(
+        out_dir=str(out / "lm"),
+        corpus=CorpusConfig(
+            train=(str(shared_data / "wikipedia_en_2015_subset/AA.txt.xz"),),
+            max_docs=40,
+            valid_frac=0.05,
+            n_workers=1,
+            cache_dir=str(out / "cache"),
+        ),
+        vocab=VocabConfig(max_size=12000, min_freq=2),
+        model=AWDLSTMConfig(emb_size=48, hidden_size=96, n_layers=2, drop_mult=0.2),
+        data=LMDataConfig(bs=32, bptt=40),
+        train=TrainConfig(progress=False, log_every=10, epochs=1, lr=5e-3),
+        device="cpu",
+    )
+    return train_language_model(cfg)
+
+
 def load_benchmark(name: str, mp: pytest.MonkeyPatch) -> ModuleType:
     """``benchmarks/NAME.py`` imported as it runs as a script; ``mp`` undoes the import."""
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")

@@ -39,7 +39,7 @@ from ulmfit.tasks.pipeline import (
     report_summary,
     run_pipeline,
 )
-from ulmfit.tasks.train_lm import LMStageConfig, VocabConfig, train_language_model
+from ulmfit.tasks.train_lm import LMStageConfig
 from ulmfit.text.readers import CorpusError
 from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
 from ulmfit.text.vocab import Vocab
@@ -141,28 +141,6 @@ def record_stages(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr(classify_mod, "fit", fit)
     return calls
-
-
-@pytest.fixture(scope="session")
-def wiki_lm(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """A tiny LM pretrained for a few seconds on 40 real Wikipedia articles."""
-    out = tmp_path_factory.mktemp("wiki_lm")
-    cfg = LMStageConfig(
-        out_dir=str(out / "lm"),
-        corpus=CorpusConfig(
-            train=(str(shared_data / "wikipedia_en_2015_subset/AA.txt.xz"),),
-            max_docs=40,
-            valid_frac=0.05,
-            n_workers=1,
-            cache_dir=str(out / "cache"),
-        ),
-        vocab=VocabConfig(max_size=12000, min_freq=2),
-        model=AWDLSTMConfig(emb_size=48, hidden_size=96, n_layers=2, drop_mult=0.2),
-        data=LMDataConfig(bs=32, bptt=40),
-        train=QUICK.replace(epochs=1, lr=5e-3),
-        device="cpu",
-    )
-    return train_language_model(cfg)
 
 
 def trec(shared_data: Path, split: str) -> tuple[list[str], list[str]]:

@@ -84,7 +84,7 @@ def patch_spec(mp: pytest.MonkeyPatch, name: str, **splits: dict[str, Any]) -> D
 
 NAMES = [
     "imdb", "trec6", "trec50", "ag_news", "dbpedia14", "yelp_polarity", "yelp_full",
-    "wikitext2", "wikitext103", "reuters21578", "newsgroups20", "semeval2018_ec",
+    "wikitext2", "wikitext103", "reuters21578", "newsgroups20", "wos46985", "semeval2018_ec",
     "wikipedia_en_2015_subset",
 ]  # fmt: skip
 
@@ -475,6 +475,44 @@ def test_get_converts_newsgroups_archive(
     D.get("newsgroups20", "test", tmp_path / "data", progress=False)
     with lzma.open(tmp_path / "data/20newsgroups/test.jsonl.xz", "rt", encoding="utf-8") as f:
         assert [json.loads(line) for line in f] == subset
+
+
+def test_get_converts_the_web_of_science_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WebOfScience.zip's layout (WOS46985/X.txt, YL1.txt, Y.txt; other folders beside it)
+    -> [domain, area] paths; the published archive's size and sha256 are registered."""
+    spec = D.dataset_spec("wos46985")
+    src = spec.split("train").source
+    assert spec.task == "hierarchical" and src.checksum == (
+        "sha256:b787d484bff88b0dcdb3fa291d06ec9d2f025dc2a67ce1045d0c688cd96ccf8a"
+    )
+    assert src.url.startswith("https://data.mendeley.com/") and src.filename == "WebOfScience.zip"
+    archive = tmp_path / "WebOfScience.zip"
+    texts = ["Deep learning for text. ", "Bridges and concrete", "Gene éxpression"]
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("WebOfScience/WOS46985/X.txt", "\n".join(texts) + "\n")
+        zf.writestr("WebOfScience/WOS46985/YL1.txt", "0\n4\n6\n")
+        zf.writestr("WebOfScience/WOS46985/Y.txt", "3\n90\n130\n")
+        zf.writestr("WebOfScience/WOS5736/X.txt", "not this one\n")
+    source = {"url": file_url(archive), "checksum": None}  # not the published bytes
+    patch_spec(monkeypatch, "wos46985", train={"source": source, "rows": 3})
+    D.get("wos46985", "train", tmp_path / "data", progress=False)
+    data = D.load_dataset("wos46985", "train", tmp_path / "data")
+    assert data.texts == texts
+    assert data.labels == [
+        ["domain-0", "area-3"],
+        ["domain-4", "area-90"],
+        ["domain-6", "area-130"],
+    ]
+    # A label file shorter than the texts is refused, and nothing is written.
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("WebOfScience/WOS46985/X.txt", "\n".join(texts) + "\n")
+        zf.writestr("WebOfScience/WOS46985/YL1.txt", "0\n4\n")
+        zf.writestr("WebOfScience/WOS46985/Y.txt", "3\n90\n130\n")
+    with pytest.raises(CorpusError, match="different line counts"):
+        D.get("wos46985", "train", tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "wos46985" / "all.jsonl.xz").exists()
 
 
 def test_get_explains_what_cannot_be_fetched(

@@ -120,7 +120,7 @@ def validate(world_size: int) -> dict[str, torch.Tensor]:
     with pytest.MonkeyPatch.context() as mp_:
         mp_.setattr(classify, "classify_logits", counting)
         probs, loss = classify.score_batches(
-            model, batches, 3, "multiclass", torch.nn.CrossEntropyLoss(), shard=True
+            model, batches, 3, lambda z: z.softmax(-1), torch.nn.CrossEntropyLoss(), shard=True
         )
     return {
         "lm_loss": torch.tensor(lm_metrics["valid_loss"], dtype=torch.float64),

@@ -88,6 +88,7 @@ class Source:
     checksum: str | None = None  # published digest of the download ("algo:hex")
     member: str | None = None  # the file or folder inside the archive holding the split
     member_checksum: str | None = None  # published digest of that member's bytes
+    filename: str | None = None  # the download's name, where the URL's path does not say it
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,14 @@ _FASTAI_NLP = "https://s3.amazonaws.com/fast-ai-nlp/"
 _WIKITEXT = "https://s3.amazonaws.com/research.metamind.io/wikitext/"
 _REUTERS_URL = "https://kdd.ics.uci.edu/databases/reuters21578/reuters21578.tar.gz"
 _NEWSGROUPS_URL = "http://qwone.com/~jason/20Newsgroups/20news-bydate.tar.gz"
+# Mendeley Data, dataset 9rw3vkcfy4 version 6 (Kowsari et al. 2017), file WebOfScience.zip.
+# Size and sha256 as Hugging Face datasets' web_of_science loader records them
+# (dataset_infos.json; the same under the older .../WebOfScience.zip?dl=1 address).
+_WOS_URL = (
+    "https://data.mendeley.com/public-files/datasets/9rw3vkcfy4/files/"
+    "c9ea673d-5542-44c0-ab7b-f1311f7d61df/file_downloaded"
+)
+_WOS_SHA256 = "b787d484bff88b0dcdb3fa291d06ec9d2f025dc2a67ce1045d0c688cd96ccf8a"
 _SEMEVAL_URL = "https://competitions.codalab.org/competitions/17751"
 _WIKI_SUBSET_URL = (
     "https://github.com/jason-feng/wikiVisual/tree/1c0fac92f29f17c1603bfffbe864e0dfdff66897/text"
@@ -607,6 +616,32 @@ def _registry() -> dict[str, DatasetSpec]:
             homepage="http://qwone.com/~jason/20Newsgroups/",
         ),
         DatasetSpec(
+            name="wos46985",
+            description="Web of Science WOS-46985 (Kowsari et al. 2017, HDLTex): 46,985 "
+            "abstracts, 7 domains -> 134 areas; labels are [domain-D, area-A] with the "
+            "archive's ids (names: its Meta-data/Data.xlsx). No official test split: "
+            "load_splits carves a seeded one.",
+            task="hierarchical",
+            text_fields=("text",),
+            label_field="labels",
+            splits=(
+                SplitSpec(
+                    "train",
+                    (FileSpec("wos46985/all.jsonl.xz"),),
+                    46985,
+                    Source(
+                        _WOS_URL,
+                        f"sha256:{_WOS_SHA256}",
+                        member="WOS46985",
+                        filename="WebOfScience.zip",
+                    ),
+                ),
+            ),
+            converter="wos",
+            test_split=None,
+            homepage="https://data.mendeley.com/datasets/9rw3vkcfy4/6",
+        ),
+        DatasetSpec(
             name="semeval2018_ec",
             description="SemEval-2018 Task 1 E-c (English): 11 emotions per tweet, multilabel "
             "(a tweet may have none). The gold test labels are not in the mirror, so the "
@@ -956,12 +991,49 @@ def _convert_newsgroups(spec: DatasetSpec, sp: SplitSpec, raw: Path, out: IO[byt
     return {"rows": len(found)}
 
 
+def _convert_wos(spec: DatasetSpec, sp: SplitSpec, raw: Path, out: IO[bytes]) -> Counts:
+    """``WOS46985/{X,YL1,Y}.txt`` in WebOfScience.zip (one abstract / id a line) -> JSONL
+    id,text,labels with labels ``[domain-YL1, area-Y]``."""
+    import zipfile
+
+    folder = sp.source.member or "WOS46985"
+    columns: dict[str, list[str]] = {}
+    with zipfile.ZipFile(raw) as z:
+        names = {posixpath.basename(posixpath.dirname(n)) + "/" + posixpath.basename(n): n
+                 for n in z.namelist()}  # fmt: skip
+        for part in ("X", "YL1", "Y"):
+            name = names.get(f"{folder}/{part}.txt")
+            if name is None:
+                raise CorpusError(f"{raw}: no {folder}/{part}.txt in the archive")
+            data = z.read(name)
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:  # Latin-1 keeps every byte
+                log.info("%s:%s is not UTF-8; read as Latin-1", raw, name)
+                text = data.decode("latin-1")
+            columns[part] = text.splitlines()
+    n = {part: len(lines) for part, lines in columns.items()}
+    if len(set(n.values())) != 1:
+        raise CorpusError(f"{raw}: {folder} files have different line counts {n}")
+    with _text_out(out) as dst:
+        for i, (text, top, area) in enumerate(
+            zip(columns["X"], columns["YL1"], columns["Y"], strict=True)
+        ):
+            top, area = top.strip(), area.strip()
+            if not (top.isdigit() and area.isdigit()):
+                raise CorpusError(f"{raw}: {folder} line {i + 1}: labels {top!r}, {area!r}")
+            rec = {"id": i + 1, "text": text, "labels": [f"domain-{top}", f"area-{area}"]}
+            dst.write(json.dumps(rec) + "\n")
+    return {"rows": len(columns["X"])}
+
+
 CONVERTERS: dict[str, Converter] = {
     "trec": _convert_trec,
     "zhang2015": _convert_zhang,
     "wikitext": _convert_wikitext,
     "imdb": _convert_imdb,
     "newsgroups": _convert_newsgroups,
+    "wos": _convert_wos,
 }
 
 
@@ -1063,7 +1135,7 @@ def _obtain(spec: DatasetSpec, missing: Sequence[SplitSpec], root: Path, progres
     for sp in missing:
         src = sp.source
         if src.url not in raws:
-            dest = root / "downloads" / _url_basename(src.url)
+            dest = root / "downloads" / (src.filename or _url_basename(src.url))
             try:
                 raws[src.url] = download(src.url, dest, src.checksum, progress)
             except OSError as e:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ulmfit.checkpoint import atomic_output, refuse_existing
 from ulmfit.models.classifier import TextClassifierModel, masked_concat_pool
-from ulmfit.tasks.classify import TextClassifier, to_probs
+from ulmfit.tasks.classify import TextClassifier
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class OnnxClassifier(TextClassifier):
 
     def predict_proba(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
         logits = torch.from_numpy(self.predict_logits(texts, bs))
-        return to_probs(logits, self.config.task).numpy()
+        return self.head.probs(logits).numpy()
 
     def _run(self, ids: np.ndarray, lengths: np.ndarray, states: list[np.ndarray]) -> list[Any]:
         feed = {"ids": ids, "lengths": lengths}

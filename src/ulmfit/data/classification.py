@@ -33,8 +33,8 @@ from ulmfit.text.readers import CorpusError, join_fields, open_text, strip_compr
 
 log = logging.getLogger(__name__)
 
-TaskKind = Literal["multiclass", "multilabel"]
-TASKS: tuple[str, ...] = ("multiclass", "multilabel")
+TaskKind = Literal["multiclass", "multilabel", "hierarchical"]
+TASKS: tuple[str, ...] = ("multiclass", "multilabel", "hierarchical")
 
 FORMATS = ("csv", "tsv", "jsonl", "folder")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -56,9 +56,17 @@ class LabelledTexts:
         return len(self.texts)
 
 
+def _check_flat_task(task: str) -> None:
+    if task not in ("multiclass", "multilabel"):
+        raise ValueError(
+            f"LabelEncoder is for multiclass or multilabel labels, got {task!r} "
+            "(hierarchical labels: ulmfit.data.taxonomy.HierarchicalLabels)"
+        )
+
+
 def _check_task(task: str) -> None:
     if task not in TASKS:
-        raise ValueError(f"task must be 'multiclass' or 'multilabel', got {task!r}")
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
 def detect_format(path: Path) -> str:
@@ -131,8 +139,12 @@ class _Reader:
         self.rows.append(row)
 
     def parse_label(self, row: int, value: Any, from_cell: bool) -> str | list[str]:
-        """One record's label: a string (multiclass) or a list of strings (multilabel)."""
+        """One record's label: a string (multiclass) or a list of strings (multilabel); a
+        hierarchical label as given (a path string, a list of names, or a list of paths),
+        split into paths by :class:`~ulmfit.data.taxonomy.HierarchicalLabels`."""
         col = self.label_column
+        if self.task == "hierarchical":
+            return self.parse_path_label(row, value)
         if self.task == "multiclass":
             if isinstance(value, list):
                 raise self.error(
@@ -169,6 +181,38 @@ class _Reader:
                 row, f"no label (field {col!r} is empty; in JSONL, [] marks a document with none)"
             )
         return labels
+
+    def parse_path_label(self, row: int, value: Any) -> Any:
+        col = self.label_column
+
+        def names(v: Any) -> bool:
+            return isinstance(v, list) and bool(v) and all(_scalar_label(x) for x in v)
+
+        if isinstance(value, list):
+            if value and (names(value) or all(names(v) for v in value)):
+                return [
+                    [str(x).strip() for x in v] if isinstance(v, list) else str(v).strip()
+                    for v in value
+                ]
+            raise self.error(
+                row,
+                f"label field {col!r}: a label path is a string, a list of names or a list "
+                f"of paths, got {value!r}",
+            )
+        label = _scalar_label(value)
+        if label is None or not label.strip():
+            raise self.error(row, f"label field {col!r} holds {value!r}, not a label path")
+        return label.strip()
+
+
+def _label_names(label: Any, task: str) -> list[str]:
+    """A record's labels as strings, for the checks: a hierarchical path is one name."""
+    if isinstance(label, str):
+        return [label]
+    if task == "hierarchical":
+        paths = label if label and not isinstance(label[0], str) else [label]
+        return ["/".join(p) if isinstance(p, list) else str(p) for p in paths]
+    return list(label)
 
 
 def _scalar_label(value: Any) -> str | None:
@@ -475,7 +519,7 @@ def audit_labelled(
         return f"line {rows[i]}" if rows is not None else f"row {i + 1}"
 
     problems = []
-    per_doc = [[lab] if isinstance(lab, str) else list(lab) for lab in labels]
+    per_doc = [_label_names(lab, task) for lab in labels]
     missing: Counter[str] = Counter()
     first_missing = None
     for i, labs in enumerate(per_doc):
@@ -538,7 +582,7 @@ class LabelEncoder:
     """Label strings <-> indices (multiclass) or multi-hot rows (multilabel)."""
 
     def __init__(self, classes: Sequence[str], task: TaskKind) -> None:
-        _check_task(task)
+        _check_flat_task(task)
         classes = [str(c) for c in classes]
         if not classes:
             raise ValueError("LabelEncoder needs at least one class")
@@ -552,7 +596,7 @@ class LabelEncoder:
     @classmethod
     def fit(cls, labels: Sequence[Any], task: TaskKind) -> LabelEncoder:
         """The sorted set of labels seen in ``labels``."""
-        _check_task(task)
+        _check_flat_task(task)
         seen: set[str] = set()
         for i, lab in enumerate(labels):
             if task == "multiclass":
@@ -654,7 +698,7 @@ def stratified_split(
     ``groups`` (e.g. the same text) land on the same side, so that a duplicate in
     validation never scores a document the model was trained on.
     """
-    _check_task(task)
+    _check_flat_task(task)
     if groups is not None:
         if len(groups) != len(labels):
             raise ValueError(f"stratified_split: {len(labels)} labels but {len(groups)} groups")

@@ -17,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 Node = tuple[str, ...]  # a path from a root; () is the (implicit) root above the roots
 
@@ -172,3 +175,116 @@ def ancestors(node: Node) -> Iterator[Node]:
     """``node`` and every node above it, nearest first."""
     for d in range(len(node), 0, -1):
         yield node[:d]
+
+
+def label_paths(label: Any, sep: str | None, taxonomy: Taxonomy | None, where: str) -> list[Node]:
+    """A document's label as one or several paths.
+
+    - a string: one path (split by ``sep``), e.g. ``"Science/Physics"``;
+    - a list of strings: one path (``["comp", "comp.graphics"]``), unless ``sep`` is set and
+      an item contains it: then each item is a path (hierarchical multi-label);
+    - a list of lists: one path each.
+
+    With a taxonomy, each path is resolved in it (a bare node name is completed to its
+    path; an unknown node is an error naming ``where``).
+    """
+    if isinstance(label, str):
+        raw: list[Any] = [label]
+    elif isinstance(label, Sequence) and label and all(isinstance(x, str) for x in label):
+        raw = list(label) if sep and any(sep in x for x in label) else [list(label)]
+    elif isinstance(label, Sequence) and label and all(not isinstance(x, str) for x in label):
+        raw = list(label)
+    else:
+        raise TaxonomyError(f"{where}: no label path in {label!r}")
+    if taxonomy is None:
+        return [parse_path(x, sep, where) for x in raw]
+    return [taxonomy.resolve(x, sep, where) for x in raw]
+
+
+class HierarchicalLabels:
+    """Document labels <-> ``(N, K)`` multi-hot rows over a taxonomy's nodes (each
+    document's nodes and all their ancestors).
+
+    The column order (``classes``) is the taxonomy's: parents before children, each node
+    named by its path joined with ``sep`` (``"/"`` when the labels came without one).
+    """
+
+    task = "hierarchical"
+
+    def __init__(self, taxonomy: Taxonomy, sep: str | None = None) -> None:
+        self.taxonomy = taxonomy
+        self.sep = sep
+        joiner = sep or "/"
+        self.classes: list[str] = [joiner.join(n) for n in taxonomy.nodes]
+
+    @classmethod
+    def fit(
+        cls, labels: Sequence[Any], sep: str | None = None, taxonomy: Taxonomy | None = None
+    ) -> HierarchicalLabels:
+        """The given taxonomy, or the one the labels' paths make (every node on them)."""
+        if taxonomy is None:
+            paths = [
+                p
+                for i, lab in enumerate(labels)
+                for p in label_paths(lab, sep, None, f"row {i + 1}")
+            ]
+            if not paths:
+                raise ValueError("HierarchicalLabels.fit: no labels at all")
+            taxonomy = Taxonomy.from_paths(sorted(paths, key=len))
+        return cls(taxonomy, sep)
+
+    def __len__(self) -> int:
+        return len(self.taxonomy)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HierarchicalLabels):
+            return NotImplemented
+        return self.taxonomy.nodes == other.taxonomy.nodes and self.sep == other.sep
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"HierarchicalLabels({len(self)} nodes, depth {self.taxonomy.depth})"
+
+    def paths(
+        self, labels: Sequence[Any], rows: Sequence[int] | None = None, source: str = ""
+    ) -> list[list[Node]]:
+        """Each document's label paths, resolved in the taxonomy (errors name the line)."""
+        out = []
+        for i, lab in enumerate(labels):
+            line = f"line {rows[i]}" if rows is not None else f"row {i + 1}"
+            where = f"{source}: {line}" if source else line
+            out.append(label_paths(lab, self.sep, self.taxonomy, where))
+        return out
+
+    def encode(
+        self, labels: Sequence[Any], rows: Sequence[int] | None = None, source: str = ""
+    ) -> np.ndarray:
+        """float32 ``(N, K)``: 1 on each document's nodes and their ancestors."""
+        hot = np.zeros((len(labels), len(self)), dtype=np.float32)
+        for i, paths in enumerate(self.paths(labels, rows, source)):
+            for p in paths:
+                for a in ancestors(p):
+                    hot[i, self.taxonomy.index(a)] = 1.0
+        return hot
+
+    def decode(self, encoded: np.ndarray) -> list[list[str]]:
+        """The deepest kept nodes of each row (the paths' ends), as joined path names."""
+        arr = np.asarray(encoded).astype(bool)
+        nodes = self.taxonomy.nodes
+        out = []
+        for row in arr:
+            kept = {nodes[k] for k in np.flatnonzero(row)}
+            ends = [n for n in nodes if n in kept and not any(c[:-1] == n for c in kept)]
+            out.append([self.name(n) for n in ends])
+        return out
+
+    def name(self, node: Node) -> str:
+        return (self.sep or "/").join(node)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "nodes": [list(n) for n in self.taxonomy.nodes], "sep": self.sep}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HierarchicalLabels:
+        return cls(Taxonomy(tuple(tuple(n) for n in d["nodes"])), d.get("sep"))

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ulmfit.models.backbone import EncoderConfig, build_backbone
 from ulmfit.models.dropout import one_weight_mask_per_read
 
-TaskKind = Literal["multiclass", "multilabel"]
+TaskKind = Literal["multiclass", "multilabel", "hierarchical"]
 
 #: Encoder dropouts of ULMFiT's classifier (fastai's ``awd_lstm_clas_config``), before drop_mult.
 CLASSIFIER_DROPOUTS = {"input_p": 0.4, "embed_p": 0.05, "weight_p": 0.5, "hidden_p": 0.3}
@@ -37,23 +37,35 @@ class ClassifierConfig:
     """The head and the BPT3C reading of the encoder."""
 
     n_classes: int = 2
-    task: TaskKind = "multiclass"  # multiclass (softmax) | multilabel (sigmoid per label)
+    task: TaskKind = "multiclass"  # multiclass | multilabel | hierarchical (a column per node)
     head_hidden: int = 50  # size of the hidden linear block
     head_ps: tuple[float, float] = (0.4, 0.1)  # head dropouts, scaled by the encoder's drop_mult
     bptt: int = 70  # tokens per BPT3C chunk
     max_len: int = 1400  # last tokens of a document that are pooled and back-propagated (20 x bptt)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # Each output's parent output (-1: a root): scores come from label embeddings propagated
+    # over this graph (LabelGraphLinear) instead of an independent row per output. Empty: off.
+    label_graph: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_classes < 1:
             raise ValueError(f"ClassifierConfig.n_classes must be >= 1, got {self.n_classes}")
-        if self.task not in ("multiclass", "multilabel"):
+        if self.task not in ("multiclass", "multilabel", "hierarchical"):
             raise ValueError(
-                f"ClassifierConfig.task must be multiclass|multilabel, got {self.task!r}"
+                "ClassifierConfig.task must be multiclass|multilabel|hierarchical, "
+                f"got {self.task!r}"
+            )
+        if self.label_graph and (
+            len(self.label_graph) != self.n_classes
+            or any(not -1 <= p < i for i, p in enumerate(self.label_graph))
+        ):
+            raise ValueError(
+                "ClassifierConfig.label_graph: one parent index per output, each before it"
             )
         if self.bptt < 1 or self.max_len < 1:
             raise ValueError("ClassifierConfig.bptt and max_len must be >= 1")
         object.__setattr__(self, "head_ps", tuple(self.head_ps))
+        object.__setattr__(self, "label_graph", tuple(self.label_graph))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +109,46 @@ class LinearBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+class LabelGraphLinear(nn.Module):
+    """Scores every label from a document vector and label embeddings propagated over the
+    label tree by one graph convolution (structure-encoded, after HiAGM, Zhou et al. 2020).
+
+    Each label's vector is its own embedding plus a ReLU of messages from itself, its
+    parent (top-down) and its children (bottom-up, averaged), each with its own weights;
+    a label's score is its vector's dot product with the document vector, plus a bias.
+    The residual form starts out as a plain linear layer, so training starts where the
+    flat head's does; related labels then share what they learn through the graph.
+    """
+
+    def __init__(self, n_in: int, parents: tuple[int, ...]) -> None:
+        super().__init__()
+        k = len(parents)
+        self.label_emb = nn.Parameter(torch.empty(k, n_in))
+        nn.init.kaiming_uniform_(self.label_emb, a=5**0.5)  # as nn.Linear's weight
+        self.bias = nn.Parameter(torch.zeros(k))
+        self.w_self = nn.Linear(n_in, n_in)
+        self.w_down = nn.Linear(n_in, n_in, bias=False)
+        self.w_up = nn.Linear(n_in, n_in, bias=False)
+        for lin in (self.w_self, self.w_down, self.w_up):
+            nn.init.normal_(lin.weight, std=0.02)
+        nn.init.zeros_(self.w_self.bias)
+        down = torch.zeros(k, k)  # down[child, parent] = 1: the parent's message
+        for child, parent in enumerate(parents):
+            if parent >= 0:
+                down[child, parent] = 1.0
+        n_children = down.sum(0).clamp(min=1)
+        self.register_buffer("down", down, persistent=False)
+        self.register_buffer("up", down.t() / n_children[:, None], persistent=False)
+
+    def label_vectors(self) -> Tensor:
+        h = self.label_emb
+        msg = self.w_self(h) + self.down @ self.w_down(h) + self.up @ self.w_up(h)
+        return h + torch.relu(msg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.label_vectors().t() + self.bias
+
+
 class TextClassifierModel(nn.Module):
     """A backbone (the LM's encoder) + masked concat pooling + two linear blocks."""
 
@@ -107,10 +159,11 @@ class TextClassifierModel(nn.Module):
         emb = config.encoder.emb_size
         mult = config.encoder.drop_mult
         p0, p1 = (p * mult for p in config.head_ps)
-        self.head = nn.Sequential(
-            LinearBlock(3 * emb, config.head_hidden, p0, relu=True),
-            LinearBlock(config.head_hidden, config.n_classes, p1, relu=False),
-        )
+        first = LinearBlock(3 * emb, config.head_hidden, p0, relu=True)
+        last = LinearBlock(config.head_hidden, config.n_classes, p1, relu=False)
+        if config.label_graph:  # the same block, its linear layer scored over the graph
+            last[2] = LabelGraphLinear(config.head_hidden, config.label_graph)
+        self.head = nn.Sequential(first, last)
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """The backbone's groups (embedding, each layer), then the head: lowest first."""

@@ -157,7 +157,6 @@ def create_app(
 
     from ulmfit import __version__
     from ulmfit.serve.explain import explain
-    from ulmfit.tasks.classify import to_probs
 
     cfg = config or ServeConfig()
     state = _State()
@@ -180,7 +179,7 @@ def create_app(
         clf = state.clf
         assert clf is not None
         logits = clf.predict_logits(texts)
-        probs = to_probs(torch.from_numpy(logits), clf.config.task).numpy()
+        probs = clf.head.probs(torch.from_numpy(logits)).numpy()
         m_batch.observe(len(texts))
         return list(zip(logits, probs, strict=True))
 
@@ -356,9 +355,9 @@ def _labels(
         chosen = list(order[:top_k])
     elif clf.config.task == "multiclass":
         chosen = list(order)
-    else:  # multilabel: the labels its decoding picks, best first
-        picked = set(clf.decide(probs[None])[0])
-        chosen = [j for j in order if classes[j] in picked]
+    else:  # multilabel, hierarchical: the labels its decoding picks, best first
+        picked = clf.head.chosen(probs[None], clf.thresholds)[0]
+        chosen = [j for j in order if picked[j]]
     scores = logits if raw else probs
     return [{"label": classes[j], "score": float(scores[j])} for j in chosen]
 

@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +44,11 @@ from ulmfit.data.classification import (
     ClassificationBatches,
     ClsBatch,
     LabelEncoder,
-    TaskKind,
     audit_labelled,
     report_problems,
     stratified_split,
 )
+from ulmfit.data.taxonomy import HierarchicalLabels, Taxonomy
 from ulmfit.inference import (
     INT8_BATCH_SIZE,
     QUANTIZE_DTYPES,
@@ -61,11 +61,13 @@ from ulmfit.models.awd_lstm import ar_tar_penalty
 from ulmfit.models.classifier import (
     CLASSIFIER_DROPOUTS,
     ClassifierConfig,
+    TaskKind,
     TextClassifierModel,
     masked_concat_pool,
 )
 from ulmfit.models.io import check_direction, load_lm
 from ulmfit.tasks import metrics as M
+from ulmfit.tasks.heads import Head, HierarchyConfig, make_head, node_parents
 from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
 from ulmfit.text.vocab import Vocab
 from ulmfit.training import distributed
@@ -101,7 +103,7 @@ def _paper_stages() -> tuple[UnfreezeStage, ...]:
 class ClassifierTrainConfig:
     """Stage 3 recipe; the defaults are the paper's."""
 
-    task: TaskKind = "multiclass"  # multiclass | multilabel: explicit, never guessed
+    task: TaskKind = "multiclass"  # multiclass | multilabel | hierarchical: never guessed
     bs: int = 64  # documents per batch
     drop_mult: float = 0.5  # scales every encoder and head dropout
     head_hidden: int = 50  # hidden size of the head
@@ -120,11 +122,13 @@ class ClassifierTrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     n_workers: int = 1  # tokeniser processes
     strict: bool = False  # refuse suspicious data (missing-like labels, duplicates, tiny classes)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)  # task hierarchical
 
     def __post_init__(self) -> None:
-        if self.task not in ("multiclass", "multilabel"):
+        if self.task not in ("multiclass", "multilabel", "hierarchical"):
             raise ValueError(
-                f"ClassifierTrainConfig.task must be multiclass|multilabel, got {self.task!r}"
+                "ClassifierTrainConfig.task must be multiclass|multilabel|hierarchical, "
+                f"got {self.task!r}"
             )
         if not self.stages:
             raise ValueError("ClassifierTrainConfig.stages must not be empty")
@@ -231,8 +235,9 @@ class TextClassifier:
         self.vocab: Vocab | None = None
         self.tokenizer_config: TokenizerConfig | None = None
         self.spm_model: Path | None = None
-        self.labels: LabelEncoder | None = None
+        self.labels: LabelEncoder | HierarchicalLabels | None = None
         self.thresholds: np.ndarray | None = None
+        self._head: Head | None = None
         self.history: list[dict[str, Any]] = []
         self._tokenizer: Any = None
 
@@ -257,6 +262,23 @@ class TextClassifier:
         return docs
 
     @property
+    def head(self) -> Head:
+        """The task kind's loss, decoding and scores (``ulmfit.tasks.heads``)."""
+        if self._head is None:
+            cfg = self.config
+            if self.labels is None:
+                raise RuntimeError("this TextClassifier is not fitted: call fit() or load() first")
+            self._head = make_head(
+                cfg.task,
+                self.labels,
+                cfg.hierarchy,
+                label_smoothing=cfg.label_smoothing,
+                class_weights=cfg.class_weights,
+                pos_weight=cfg.pos_weight,
+            )
+        return self._head
+
+    @property
     def device(self) -> torch.device:
         assert self.model is not None
         return next(self.model.parameters()).device
@@ -270,6 +292,8 @@ class TextClassifier:
         log_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
         check_data: bool = True,
+        taxonomy: Taxonomy | str | Path | None = None,
+        label_sep: str | None = None,
     ) -> TextClassifier:
         """Fine-tune the classifier (gradual unfreezing, discriminative LR, STLR).
 
@@ -283,9 +307,17 @@ class TextClassifier:
         also validation texts. A warning each, or an error with ``config.strict``.
         Duplicate texts are kept on one side of the validation split.
 
+        Hierarchical labels (``task="hierarchical"``) are paths: a list per document
+        (``["comp", "comp.graphics"]``), a string split by ``label_sep``
+        (``"Science/Physics"``), or several such paths (a list of lists, or of strings that
+        contain ``label_sep``). ``taxonomy``: the tree (a :class:`Taxonomy` or a
+        ``parent<TAB>child`` file; a bare node name is then completed to its path);
+        without it the tree is every node on the labels' paths. ``config.hierarchy``
+        chooses the head and its decoding.
+
         The weights kept are those of the epoch with the best validation metric (accuracy,
-        or micro-F1 at 0.5; ties go to the lower validation loss); without validation data
-        (``valid=([], [])`` or ``valid_frac=0``), those of the last epoch.
+        micro-F1 at 0.5, or hierarchical F1; ties go to the lower validation loss); without
+        validation data (``valid=([], [])`` or ``valid_frac=0``), those of the last epoch.
         """
         cfg = self.config
         if self.language_model is None:
@@ -304,7 +336,19 @@ class TextClassifier:
         # A refit starts clean: nothing tuned or logged by an earlier fit survives it.
         self.thresholds = None
         self.history = []
-        if cfg.task == "multiclass":
+        self._head = None
+        hier: HierarchicalLabels | None = None
+        if cfg.task == "hierarchical":
+            tax = taxonomy if taxonomy is None or isinstance(taxonomy, Taxonomy) else None
+            if taxonomy is not None and tax is None:
+                tax = Taxonomy.read(taxonomy)  # type: ignore[arg-type]
+            hier = HierarchicalLabels.fit(
+                list(labels) if valid is None else [*labels, *valid[1]], label_sep, tax
+            )
+            # Named paths (their ends) stand in for the labels in the checks and the split.
+            named = hier.decode(hier.encode(labels, source="train"))
+            bad = [i + 1 for i, y in enumerate(named) if not y]
+        elif cfg.task == "multiclass":
             bad = [i + 1 for i, y in enumerate(labels) if not isinstance(y, str) or not y]
         else:
             bad = [i + 1 for i, y in enumerate(labels) if isinstance(y, str) or y is None]
@@ -313,10 +357,19 @@ class TextClassifier:
                 f"labels: row(s) {bad[:5]} have no valid {cfg.task} label "
                 f"({'a non-empty string' if cfg.task == 'multiclass' else 'a list of strings'})"
             )
+        # The split stratifies by class: a hierarchical document's class is its path(s).
+        strata: list[Any] = list(labels)
+        split_task: Any = cfg.task
+        if hier is not None:
+            strata = [y[0] if len(y) == 1 else y for y in named]
+            split_task = "multiclass" if all(len(y) == 1 for y in named) else "multilabel"
         if check_data:
             report_problems(
                 audit_labelled(
-                    texts, labels, cfg.task, valid_texts=None if valid is None else valid[0]
+                    texts,
+                    strata,
+                    split_task,
+                    valid_texts=None if valid is None else valid[0],
                 ),
                 cfg.strict,
             )
@@ -324,7 +377,7 @@ class TextClassifier:
             train_texts, train_labels, valid_texts, valid_labels = list(texts), list(labels), [], []
         elif valid is None:
             tr, va = stratified_split(
-                list(labels), cfg.valid_frac, cfg.train.seed, cfg.task, groups=list(texts)
+                strata, cfg.valid_frac, cfg.train.seed, split_task, groups=list(texts)
             )
             train_texts = [texts[i] for i in tr]
             train_labels = [labels[i] for i in tr]
@@ -335,7 +388,9 @@ class TextClassifier:
             valid_texts, valid_labels = list(valid[0]), list(valid[1])
         # Classes come from all the labelled data we were given: a rare label that the
         # seeded split happened to put only in validation is still a class.
-        if classes is not None:
+        if hier is not None:
+            self.labels = hier
+        elif classes is not None:
             self.labels = LabelEncoder(list(classes), cfg.task)
         else:
             self.labels = LabelEncoder.fit(
@@ -352,6 +407,9 @@ class TextClassifier:
             bptt=cfg.bptt,
             max_len=cfg.max_len,
             encoder=enc_cfg,
+            label_graph=node_parents(hier)
+            if hier is not None and cfg.hierarchy.head == "graph"
+            else (),
         )
         model = TextClassifierModel(model_cfg)
         enc_state = {
@@ -375,7 +433,9 @@ class TextClassifier:
             if valid_docs
             else None
         )
-        loss_fn = self._loss(y_train, device)
+        head = self.head
+        head.fit_priors(y_train)
+        loss_fn = head.loss(y_train).to(device)
 
         def evaluate() -> dict[str, float]:
             if valid_b is None or y_valid is None:
@@ -383,7 +443,7 @@ class TextClassifier:
             # Under torchrun each rank scores its share; every rank gets the whole.
             probs, loss = self._probs(valid_b, loss_fn, shard=True)
             out = {"valid_loss": loss}
-            out.update(self._score(y_valid, probs))
+            out.update(head.score(y_valid, probs))
             return out
 
         task = ClassifierTask(
@@ -392,7 +452,7 @@ class TextClassifier:
         # The best epoch: the higher metric, ties broken by the lower validation loss
         # (micro-F1 at 0.5 can stay 0 for several epochs while the model improves).
         # Without validation data every epoch would tie: the last one is kept instead.
-        key = "valid_accuracy" if cfg.task == "multiclass" else "valid_micro_f1"
+        key = head.select_key
         best: dict[str, Any] = {"score": None, "state": None, "bad": 0, "epoch": -1}
         if valid_b is None and cfg.early_stopping:
             log.warning("early_stopping=%d ignored: no validation data", cfg.early_stopping)
@@ -451,42 +511,12 @@ class TextClassifier:
         if best["state"] is not None:
             log.info("keeping epoch %d (%s %.4f)", best["epoch"], key, best["score"][0])
             model.load_state_dict(best["state"])
-        if cfg.task == "multilabel" and valid_b is not None and y_valid is not None:
+        if head.tuned and valid_b is not None and y_valid is not None:
             distributed.broadcast_buffers(model)
             probs, _ = self._probs(valid_b, None, shard=True)
             self.thresholds, global_t = M.tune_thresholds(y_valid, probs, cfg.min_positives)
             log.info("tuned per-label thresholds (global fallback %.2f)", global_t)
         return self
-
-    def _loss(self, y_train: np.ndarray, device: torch.device) -> nn.Module:
-        cfg = self.config
-        if cfg.task == "multiclass":
-            weight = None
-            if cfg.class_weights:
-                counts = np.bincount(y_train, minlength=len(self.labels or []))
-                weight = torch.tensor(
-                    len(y_train) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32
-                )
-            return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing).to(
-                device
-            )
-        pos_weight = None
-        if cfg.pos_weight:
-            pos = y_train.sum(0)
-            pos_weight = torch.tensor(
-                (len(y_train) - pos) / np.maximum(pos, 1), dtype=torch.float32
-            )
-        return nn.BCEWithLogitsLoss(pos_weight=pos_weight).to(device)
-
-    def _score(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-        """Validation metrics of one epoch (multilabel: at 0.5; thresholds are tuned later)."""
-        if self.config.task == "multiclass":
-            acc = float((probs.argmax(1) == y).mean())
-            return {"valid_accuracy": acc, "valid_error_rate": 1 - acc}
-        pred = probs >= 0.5
-        tp = float((pred & (y > 0)).sum())
-        denom = float(pred.sum() + (y > 0).sum())
-        return {"valid_micro_f1": 2 * tp / denom if denom else 0.0}
 
     # -- inference ---------------------------------------------------------------------
     def _probs(
@@ -498,8 +528,7 @@ class TextClassifier:
     ) -> tuple[np.ndarray, float]:
         assert self.model is not None
         n_classes = len(self.labels or [])
-        task = self.config.task
-        return score_batches(self.model, batches, n_classes, task, loss_fn, shard, raw)
+        return score_batches(self.model, batches, n_classes, self.head.probs, loss_fn, shard, raw)
 
     def _batches(self, texts: Sequence[str], bs: int | None = None) -> ClassificationBatches:
         docs = self.numericalize(texts)
@@ -510,7 +539,9 @@ class TextClassifier:
         return ClassificationBatches(docs, None, bs, train=False, pad_id=pad, device=self.device)
 
     def predict_proba(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
-        """``(N, C)`` class probabilities (softmax) or per-label probabilities (sigmoid).
+        """``(N, C)`` class probabilities (softmax), per-label probabilities (sigmoid), or
+        for a hierarchical classifier each taxonomy node's probability, columns in the
+        taxonomy's order (``labels.classes``: parents before children, named by path).
 
         Documents are sorted by length and read ``bs`` at a time (default ``2 x config.bs``;
         int8: ``INT8_BATCH_SIZE``). In float32 a document's probabilities do not depend on
@@ -535,10 +566,11 @@ class TextClassifier:
         thresholds: float | np.ndarray | None = None,
         top_k: int | None = None,
     ) -> list[Any]:
-        """Labels: one string per text (multiclass) or a list of strings (multilabel).
+        """Labels: one string per text (multiclass), a list of strings (multilabel), or a
+        list of paths, each named by its end (``"comp/comp.graphics"``; hierarchical).
 
-        Multilabel decisions use the tuned per-label thresholds unless ``thresholds``
-        (one value or one per label) or ``top_k`` is given.
+        Multilabel (and flat hierarchical) decisions use the tuned thresholds unless
+        ``thresholds`` (one value or one per label) or ``top_k`` is given.
         """
         probs = self.predict_proba(texts)
         return self.decide(probs, thresholds, top_k)
@@ -549,20 +581,9 @@ class TextClassifier:
         thresholds: float | np.ndarray | None = None,
         top_k: int | None = None,
     ) -> list[Any]:
-        assert self.labels is not None
-        classes = self.labels.classes
-        if self.config.task == "multiclass":
-            return [classes[i] for i in probs.argmax(1)]
-        if top_k:
-            chosen = M.top_k(probs, top_k)
-        else:
-            t = (
-                thresholds
-                if thresholds is not None
-                else (self.thresholds if self.thresholds is not None else 0.5)
-            )
-            chosen = M.apply_thresholds(probs, np.asarray(t))
-        return [[classes[j] for j in np.flatnonzero(row)] for row in chosen]
+        """The labels ``predict`` gives for these probabilities (see there)."""
+        t = thresholds if thresholds is not None else self.thresholds
+        return self.head.decide(probs, t, top_k)
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str], bs: int | None = None) -> np.ndarray:
@@ -639,6 +660,7 @@ class TextClassifier:
                 "model": model.config.to_dict(),
                 "tokenizer": tok_cfg.to_dict(),
                 "labels": labels.to_dict(),
+                "head": self.head.state(),
                 "thresholds": None
                 if self.thresholds is None
                 else [float(t) for t in self.thresholds],
@@ -673,7 +695,8 @@ class TextClassifier:
         try:
             model_cfg = ClassifierConfig.from_dict(config["model"])
             tok_cfg = TokenizerConfig.from_dict(config["tokenizer"])
-            labels = LabelEncoder.from_dict(config["labels"])
+            labels = labels_from_dict(config["labels"])
+            hierarchy = HierarchyConfig(**config.get("train_config", {}).get("hierarchy", {}))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(
                 f"{model_dir / 'config.json'}: bad classifier config ({e})"
@@ -694,7 +717,10 @@ class TextClassifier:
         clf = cls(
             None,
             ClassifierTrainConfig(
-                task=model_cfg.task, backwards=bool(config.get("backwards")), device=device
+                task=model_cfg.task,
+                backwards=bool(config.get("backwards")),
+                device=device,
+                hierarchy=hierarchy,
             ),
         )
         clf.model = model.to(pick_device(device)).eval()
@@ -704,6 +730,7 @@ class TextClassifier:
         t = config.get("thresholds")
         clf.thresholds = np.asarray(t, dtype=np.float64) if t is not None else None
         clf.history = config.get("history", [])
+        clf.head.load_state(config.get("head", {}))
         if quantize is not None:
             clf.quantize(quantize)
         return clf
@@ -722,10 +749,11 @@ def ensemble_predict_proba(
     return np.mean([c.predict_proba(texts, bs) for c in classifiers], axis=0)
 
 
-def to_probs(logits: Tensor, task: str) -> Tensor:
-    """A head's decoding of its logits: softmax over classes (multiclass) or a sigmoid per
-    label (multilabel)."""
-    return logits.softmax(-1) if task == "multiclass" else logits.sigmoid()
+def labels_from_dict(d: dict[str, Any]) -> LabelEncoder | HierarchicalLabels:
+    """A saved label set: classes (multiclass, multilabel) or taxonomy nodes."""
+    if d.get("task") == "hierarchical":
+        return HierarchicalLabels.from_dict(d)
+    return LabelEncoder.from_dict(d)
 
 
 @torch.inference_mode()
@@ -733,7 +761,7 @@ def score_batches(
     model: TextClassifierModel,
     batches: ClassificationBatches,
     n_classes: int,
-    task: str,
+    to_probs: Callable[[Tensor], Tensor],
     loss_fn: nn.Module | None = None,
     shard: bool = False,
     raw: bool = False,
@@ -762,7 +790,7 @@ def score_batches(
         if loss_fn is not None and b.y is not None:
             loss_sum += loss_fn(logits, b.y).double() * b.x.size(0)
             n += b.x.size(0)
-        parts.append(logits if raw else to_probs(logits, task))
+        parts.append(logits if raw else to_probs(logits))
         index.append(b.index)
     model.train(was_training)
     if parts:  # one scatter (and one host-to-device copy of the positions) at the end

@@ -299,6 +299,25 @@ def format_report(metrics: Mapping[str, Any], task: str) -> str:
     """A plain-text summary and per-class table of :func:`multiclass_metrics` /
     :func:`multilabel_metrics` output."""
     lines = [f"documents: {metrics['n']}"]
+    if task == "hierarchical":
+        h = metrics["hierarchical"]
+        lines += [
+            f"hierarchical P/R/F1 (micro): {100 * h['micro']['precision']:.2f} / "
+            f"{100 * h['micro']['recall']:.2f} / {100 * h['micro']['f1']:.2f}",
+            f"hierarchical F1 (macro):     {100 * h['macro']['f1']:.2f}",
+            f"leaf accuracy:               {100 * metrics['leaf_accuracy']:.2f}%",
+            f"exact-path accuracy:         {100 * metrics['exact_path_accuracy']:.2f}%",
+            f"inconsistent predictions:    {metrics['inconsistent_predictions']}",
+            "",
+        ]
+        lines += _table(
+            ["level", "nodes", "support", "micro_f1", "macro_f1"],
+            [
+                [str(r["level"]), r["nodes"], r["support"], r["micro_f1"], r["macro_f1"]]
+                for r in metrics["levels"]
+            ],
+        )
+        return "\n".join(lines)
     if task == "multiclass":
         lines += [
             f"accuracy:   {100 * metrics['accuracy']:.2f}%",
@@ -318,7 +337,7 @@ def format_report(metrics: Mapping[str, Any], task: str) -> str:
             lines += _table(["", *names], [[c, *row] for c, row in zip(names, cm, strict=True)])
         return "\n".join(lines)
     if task != "multilabel":
-        raise ValueError(f"task must be 'multiclass' or 'multilabel', got {task!r}")
+        raise ValueError(f"task must be multiclass, multilabel or hierarchical, got {task!r}")
     auc = metrics.get("macro_roc_auc")
     lines += [
         f"micro-F1:        {100 * metrics['micro_f1']:.2f}",
@@ -412,6 +431,29 @@ def plot_per_label(metrics: Mapping[str, Any], path: str | Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_levels(metrics: Mapping[str, Any], path: str | Path) -> Path | None:
+    """PNG of micro- and macro-F1 per taxonomy level (a hierarchical evaluation)."""
+    rows = metrics.get("levels")
+    if not rows:
+        raise ValueError("plot_levels: metrics hold no 'levels' entry")
+    fig = _figure(6, 3.5)
+    if fig is None:
+        return None
+    ax = fig.add_subplot()
+    pos = np.arange(len(rows))
+    ax.bar(pos - 0.2, [r["micro_f1"] for r in rows], 0.4, label="micro-F1", color="tab:blue")
+    ax.bar(pos + 0.2, [r["macro_f1"] for r in rows], 0.4, label="macro-F1", color="tab:orange")
+    ax.set_xticks(pos, labels=[f"level {r['level']}\n({r['nodes']} nodes)" for r in rows])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    h = metrics["hierarchical"]["micro"]["f1"]
+    ax.set_title(f"hierarchical F1 {h:.3f}")
+    ax.legend(loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 __all__ = [
     "DEFAULT_GRID",
     "apply_thresholds",
@@ -420,6 +462,7 @@ __all__ = [
     "multiclass_metrics",
     "multilabel_metrics",
     "plot_confusion",
+    "plot_levels",
     "plot_per_label",
     "precision_at_k",
     "top_k",

@@ -7,7 +7,8 @@
       lm_finetuned/     stage 2: the LM fine-tuned on the target text (labelled + unlabelled)
       classifier/       stage 3: the classifier (config, weights, vocab, labels, thresholds)
       report.json       test metrics beside the majority-class baseline, wall time per stage
-      evaluation.png    confusion matrix (multiclass) or per-label F1 (multilabel)
+      evaluation.png    confusion matrix (multiclass), per-label F1 (multilabel) or F1 per
+                        taxonomy level (hierarchical)
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,8 @@ from ulmfit.data.classification import (
     report_problems,
 )
 from ulmfit.data.prepare import CorpusConfig
+from ulmfit.data.taxonomy import HierarchicalLabels, Taxonomy
 from ulmfit.models.pretrained import resolve as resolve_pretrained
-from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import (
     ClassifierTrainConfig,
     TextClassifier,
@@ -54,7 +54,8 @@ class LabelledDataConfig:
     unlabelled: tuple[str, ...] = ()  # extra target-domain text for LM fine-tuning only
     text_column: tuple[str, ...] = ("text",)  # text field(s); several are joined with xxfld
     label_column: str = "label"  # label field (a list in JSONL, or see label_sep)
-    label_sep: str | None = None  # multilabel CSV: separator inside the label cell
+    label_sep: str | None = None  # multilabel CSV: between labels; hierarchical: in a path
+    taxonomy: str | None = None  # hierarchical: a parent<TAB>child file (default: the paths')
     max_train: int = 0  # use only the first N training rows (0: all; logged, never silent)
 
 
@@ -98,7 +99,7 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         raise ValueError(f"{data.train}: no training records")
     # The classes are all the training file's labels, also when max_train keeps only
     # the first rows: the test data may well hold a rare label those rows lack.
-    known = LabelEncoder.fit(train.labels or [], cfg.classifier.task)
+    known = _label_space(cfg, train.labels or [])
     if data.max_train and len(train.texts) > data.max_train:
         log.info(
             "%s: using the first %d of %d training rows (max_train)",
@@ -136,7 +137,7 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         test = read(data.test)
     # A validation or test label outside the training file's fails now, naming its file
     # line, rather than after the language models are trained.
-    for path, held_out in ((data.valid, valid_rows), (data.test, test)):
+    for path, held_out in ((data.train, train), (data.valid, valid_rows), (data.test, test)):
         if held_out is not None and held_out.labels is not None:
             known.encode(held_out.labels, rows=held_out.rows, source=str(path))
 
@@ -156,7 +157,7 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
             skip_lm_finetuning,
             times,
             sub,
-            known.classes,
+            known,
         )
         clfs.append(clf)
         artifacts.update({f"{sub}{k}": v for k, v in paths.items()})
@@ -179,7 +180,7 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
         assert clf.labels is not None
         y_tr = clf.labels.encode(train.labels or [], rows=train.rows, source=data.train)
         y_te = clf.labels.encode(test.labels, rows=test.rows, source=data.test or "")
-        report["baseline"] = M.majority_baseline(y_tr, y_te, cfg.classifier.task)
+        report["baseline"] = clf.head.baseline(y_tr, y_te)
         if len(clfs) > 1:
             report["test_backward"] = evaluate_classifier(clfs[1], test.texts, test.labels, None)
             report["test_ensemble"] = evaluate_classifier(
@@ -221,7 +222,7 @@ def _run_direction(
     skip_lm_finetuning: bool,
     times: dict[str, float],
     prefix: str,
-    classes: Sequence[str],
+    labels: LabelEncoder | HierarchicalLabels,
 ) -> tuple[TextClassifier, dict[str, str]]:
     """Stages 1-3 in one reading direction; the backward model reads every text reversed."""
     stage1, stage2, clf_cfg = cfg.pretrain, cfg.finetune_lm, cfg.classifier
@@ -257,8 +258,8 @@ def _run_direction(
         train.labels or [],
         valid=valid,
         log_dir=out / "classifier_logs",
-        classes=classes,
         check_data=False,  # run_pipeline reported the files' problems, with their lines
+        **_label_args(labels),
     )
     clf.save(out / "classifier")
     times[f"{prefix}classifier_s"] = time.perf_counter() - t0
@@ -268,6 +269,23 @@ def _run_direction(
         "classifier": str(out / "classifier"),
     }
     return clf, paths
+
+
+def _label_space(cfg: PipelineConfig, labels: list[Any]) -> LabelEncoder | HierarchicalLabels:
+    """Every label the classifier will know: the training file's (and the taxonomy's)."""
+    if cfg.classifier.task == "hierarchical":
+        tax = Taxonomy.read(cfg.data.taxonomy) if cfg.data.taxonomy else None
+        return HierarchicalLabels.fit(labels, cfg.data.label_sep, tax)
+    if cfg.data.taxonomy:
+        raise ValueError("[data] taxonomy is for task = 'hierarchical'")
+    return LabelEncoder.fit(labels, cfg.classifier.task)
+
+
+def _label_args(labels: LabelEncoder | HierarchicalLabels) -> dict[str, Any]:
+    """``TextClassifier.fit``'s arguments that fix its label space to ``labels``."""
+    if isinstance(labels, HierarchicalLabels):
+        return {"taxonomy": labels.taxonomy, "label_sep": labels.sep}
+    return {"classes": labels.classes}
 
 
 def _finetune_lm(
@@ -312,15 +330,10 @@ def evaluate_classifier(
     assert clf.labels is not None
     y = clf.labels.encode(labels, rows=rows, source=source)
     probs = ensemble_predict_proba(models, texts)
-    classes = clf.labels.classes
-    if clf.config.task == "multiclass":
-        metrics = M.multiclass_metrics(y, probs, classes)
-        if plot is not None:
-            M.plot_confusion(metrics["confusion_matrix"], classes, plot)
-    else:
-        metrics = M.multilabel_metrics(y, probs, ensemble_thresholds(models), classes)
-        if plot is not None:
-            M.plot_per_label(metrics, plot)
+    thresholds = ensemble_thresholds(models) if clf.head.tuned else None
+    metrics = clf.head.metrics(y, probs, thresholds)
+    if plot is not None:
+        clf.head.plot(metrics, plot)
     return metrics
 
 
@@ -335,7 +348,14 @@ def report_summary(report: dict[str, Any], task: str) -> str:
     nan = float("nan")
     test, base = report.get("test"), report.get("baseline", {})
     if test:
-        if task == "multiclass":
+        if task == "hierarchical":
+            h = test["hierarchical"]["micro"]["f1"]
+            lines.append(
+                f"test hierarchical F1: {100 * h:.2f}  leaf accuracy: "
+                f"{100 * test['leaf_accuracy']:.2f}%  (most-frequent-path baseline hF1: "
+                f"{100 * base.get('hierarchical', {}).get('micro', {}).get('f1', nan):.2f})"
+            )
+        elif task == "multiclass":
             lines.append(
                 f"test error rate: {100 * test['error_rate']:.2f}%  "
                 f"(majority-class baseline: {100 * base.get('error_rate', nan):.2f}%)"
@@ -351,6 +371,9 @@ def report_summary(report: dict[str, Any], task: str) -> str:
     ens = report.get("test_ensemble")
     if ens and task == "multiclass":
         lines.append(f"forward+backward ensemble test error rate: {100 * ens['error_rate']:.2f}%")
+    elif ens and task == "hierarchical":
+        h = ens["hierarchical"]["micro"]["f1"]
+        lines.append(f"forward+backward ensemble test hierarchical F1: {100 * h:.2f}")
     elif ens:
         lines.append(f"forward+backward ensemble test micro-F1: {100 * ens['micro_f1']:.2f}")
     for name, secs in report.get("times", {}).items():

@@ -308,15 +308,9 @@ def evaluate_file(
     y = main.labels.encode(rows.labels or [], rows=rows.rows, source=str(data))
     with num_threads(threads):
         probs = ensemble_predict_proba(clfs, rows.texts, bs)
-    classes = main.labels.classes
-    if task == "multiclass":
-        metrics = M.multiclass_metrics(y, probs, classes)
-        if plot is not None:
-            M.plot_confusion(metrics["confusion_matrix"], classes, plot)
-    else:
-        metrics = M.multilabel_metrics(y, probs, ensemble_thresholds(clfs), classes)
-        if plot is not None:
-            M.plot_per_label(metrics, plot)
+    metrics = main.head.metrics(y, probs, ensemble_thresholds(clfs) if main.head.tuned else None)
+    if plot is not None:
+        main.head.plot(metrics, plot)
     metrics["models"] = [str(d) for d in model_dirs]
     if quantize is not None:
         metrics["quantize"] = quantize
