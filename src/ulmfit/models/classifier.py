@@ -149,6 +149,25 @@ class LabelGraphLinear(nn.Module):
         return x @ self.label_vectors().t() + self.bias
 
 
+class LabelBlock(nn.Sequential):
+    """ULMFiT's head: pooled vector -> hidden block (ReLU) -> output block; with a
+    ``label_graph`` the output block's linear layer is :class:`LabelGraphLinear`."""
+
+    def __init__(
+        self,
+        n_in: int,
+        hidden: int,
+        n_out: int,
+        ps: tuple[float, float],
+        label_graph: tuple[int, ...] = (),
+    ) -> None:
+        first = LinearBlock(n_in, hidden, ps[0], relu=True)
+        last = LinearBlock(hidden, n_out, ps[1], relu=False)
+        if label_graph:  # the same block, its linear layer scored over the graph
+            last[2] = LabelGraphLinear(hidden, label_graph)
+        super().__init__(first, last)
+
+
 class TextClassifierModel(nn.Module):
     """A backbone (the LM's encoder) + masked concat pooling + two linear blocks."""
 
@@ -159,11 +178,9 @@ class TextClassifierModel(nn.Module):
         emb = config.encoder.emb_size
         mult = config.encoder.drop_mult
         p0, p1 = (p * mult for p in config.head_ps)
-        first = LinearBlock(3 * emb, config.head_hidden, p0, relu=True)
-        last = LinearBlock(config.head_hidden, config.n_classes, p1, relu=False)
-        if config.label_graph:  # the same block, its linear layer scored over the graph
-            last[2] = LabelGraphLinear(config.head_hidden, config.label_graph)
-        self.head = nn.Sequential(first, last)
+        self.head = LabelBlock(
+            3 * emb, config.head_hidden, config.n_classes, (p0, p1), config.label_graph
+        )
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """The backbone's groups (embedding, each layer), then the head: lowest first."""

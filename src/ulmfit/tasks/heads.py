@@ -381,6 +381,140 @@ class PerParentHead(HierarchicalHead):
         return H.decode_greedy(cond, self.taxonomy, self.config.mandatory_leaf, self.config.stop)
 
 
+class RegressionLabels:
+    """Real-valued targets: one output column, named after the head."""
+
+    task = "regression"
+
+    def __init__(self, name: str = "value") -> None:
+        self.classes = [name]
+
+    def __len__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RegressionLabels) and other.classes == self.classes
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def encode(
+        self, labels: Sequence[Any], rows: Sequence[int] | None = None, source: str = ""
+    ) -> np.ndarray:
+        """float32 ``(N, 1)``; a value that is not a finite number is an error naming its row."""
+        out = np.empty((len(labels), 1), dtype=np.float32)
+        for i, v in enumerate(labels):
+            try:
+                x = float(v) if not isinstance(v, bool) else float("nan")
+            except (TypeError, ValueError):
+                x = float("nan")
+            if not np.isfinite(x):
+                line = f"line {rows[i]}" if rows is not None else f"row {i + 1}"
+                where = f"{source}: {line}" if source else line
+                raise ValueError(f"{where}: regression target {v!r} is not a finite number")
+            out[i, 0] = x
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RegressionLabels:
+        return cls(d["classes"][0])
+
+
+class StandardizedLoss(nn.Module):
+    """MSE or Huber on targets scaled to zero mean and unit variance (the head predicts
+    the scaled value: one learning rate suits any target's units)."""
+
+    def __init__(self, kind: str, mean: float, std: float) -> None:
+        super().__init__()
+        self.kind, self.mean, self.std = kind, mean, std
+
+    def forward(self, pred: Tensor, y: Tensor) -> Tensor:
+        z = (y - self.mean) / self.std
+        if self.kind == "huber":
+            return nn.functional.huber_loss(pred, z)
+        return nn.functional.mse_loss(pred, z)
+
+
+class RegressionHead(Head):
+    """A real-valued target (a star rating, a score): MSE or Huber; MAE, RMSE, R^2,
+    Pearson and Spearman. ``predict_proba`` gives the predicted value (in the targets'
+    units), ``predict`` the same as floats."""
+
+    task = "regression"
+    select_key = "valid_r2"
+
+    def __init__(self, labels: RegressionLabels, loss_kind: str = "mse") -> None:
+        if loss_kind not in ("mse", "huber"):
+            raise ValueError(f"regression loss must be mse|huber, got {loss_kind!r}")
+        self.labels = labels
+        self.loss_kind = loss_kind
+        self.mean, self.std = 0.0, 1.0
+
+    def fit_priors(self, y_train: np.ndarray) -> None:
+        y = np.asarray(y_train, dtype=np.float64)
+        self.mean = float(y.mean()) if len(y) else 0.0
+        self.std = float(y.std()) if len(y) and y.std() > 0 else 1.0
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.mean = float(state.get("mean", 0.0))
+        self.std = float(state.get("std", 1.0))
+
+    def loss(self, y_train: np.ndarray) -> nn.Module:
+        return StandardizedLoss(self.loss_kind, self.mean, self.std)
+
+    def probs(self, logits: Tensor) -> Tensor:
+        return logits * self.std + self.mean
+
+    def decide(
+        self, probs: np.ndarray, thresholds: float | np.ndarray | None, top_k: int | None = None
+    ) -> list[Any]:
+        return [float(v) for v in np.asarray(probs).reshape(len(probs), -1)[:, 0]]
+
+    def chosen(self, probs: np.ndarray, thresholds: float | np.ndarray | None) -> np.ndarray:
+        return np.ones(probs.shape, dtype=bool)
+
+    def score(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        m = regression_metrics(y, probs)
+        return {"valid_r2": m["r2"], "valid_mae": m["mae"]}
+
+    def metrics(
+        self, y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None
+    ) -> dict[str, Any]:
+        return regression_metrics(y, probs)
+
+    def baseline(self, y_train: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+        """Every test document given the training mean."""
+        mean = np.full(np.shape(y_test), float(np.mean(y_train)))
+        return regression_metrics(y_test, mean)
+
+    def plot(self, metrics: dict[str, Any], path: Path) -> Path | None:
+        return None
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """MAE, RMSE, R^2, Pearson's and Spearman's correlation of predictions and targets."""
+    from scipy.stats import pearsonr, spearmanr
+
+    t = np.asarray(y, dtype=np.float64).reshape(-1)
+    p = np.asarray(pred, dtype=np.float64).reshape(-1)
+    err = p - t
+    sst = float(((t - t.mean()) ** 2).sum()) if len(t) else 0.0
+    varied = len(t) > 1 and t.std() > 0 and p.std() > 0
+    return {
+        "n": len(t),
+        "mae": float(np.abs(err).mean()) if len(t) else float("nan"),
+        "rmse": float(np.sqrt((err**2).mean())) if len(t) else float("nan"),
+        "r2": 1.0 - float((err**2).sum()) / sst if sst > 0 else 0.0,
+        "pearson": float(pearsonr(t, p)[0]) if varied else 0.0,
+        "spearman": float(spearmanr(t, p)[0]) if varied else 0.0,
+    }
+
+
 def make_head(
     task: str,
     labels: Any,
@@ -388,8 +522,11 @@ def make_head(
     label_smoothing: float = 0.0,
     class_weights: bool = False,
     pos_weight: bool = False,
+    regression_loss: str = "mse",
 ) -> Head:
     """The head for a task kind and its labels."""
+    if task == "regression":
+        return RegressionHead(labels, regression_loss)
     if task == "multiclass":
         return MulticlassHead(labels, label_smoothing, class_weights)
     if task == "multilabel":
@@ -402,7 +539,7 @@ def make_head(
             "graph": LabelGraphHead,
         }[cfg.head]
         return kind(labels, cfg)
-    raise ValueError(f"task must be multiclass|multilabel|hierarchical, got {task!r}")
+    raise ValueError(f"task must be multiclass|multilabel|hierarchical|regression, got {task!r}")
 
 
 def node_parents(labels: HierarchicalLabels) -> tuple[int, ...]:
@@ -420,6 +557,9 @@ __all__: Sequence[str] = [
     "MulticlassHead",
     "MultilabelHead",
     "PerParentHead",
+    "RegressionHead",
+    "RegressionLabels",
     "make_head",
     "node_parents",
+    "regression_metrics",
 ]

@@ -1,0 +1,206 @@
+"""Multi-task classification: masked missing targets, the task sampler, heads of every
+kind trained together, save/load, and old single-head directories."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from ulmfit.checkpoint import write_dir_atomically
+from ulmfit.inference import num_threads
+from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.io import write_lm_files
+from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, UnfreezeStage
+from ulmfit.tasks.heads import regression_metrics
+from ulmfit.tasks.multitask import (
+    HeadSpec,
+    MultiTaskClassifier,
+    MultiTaskConfig,
+    _Targets,
+    masked_loss,
+    task_order,
+)
+from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
+from ulmfit.text.vocab import Vocab
+from ulmfit.training.config import TrainConfig
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FILLER = ["the", "a", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "very"]
+KEYS = {"good": "pos", "great": "pos", "bad": "neg", "awful": "neg"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    with num_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def toy_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    vocab = Vocab([*SPECIAL_TOKENS, *FILLER, *KEYS])
+    lm = AWDLSTMLanguageModel(
+        AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=24, n_layers=2)
+    )
+    out = tmp_path_factory.mktemp("toy_lm") / "lm"
+    return write_dir_atomically(out, lambda d: write_lm_files(d, lm, vocab, TokenizerConfig()))
+
+
+def toy(n: int, seed: int) -> tuple[list[str], dict[str, list[Any]]]:
+    """Filler with a keyword (and sometimes 'very' repeated). Heads: the sentiment
+    (labelled for 2 in 3 documents), the keyword (4 in 5), the keywords present as a
+    multi-label set, and the number of 'very' (a regression target, every other one)."""
+    rng = np.random.default_rng(seed)
+    keys = list(KEYS)
+    texts: list[str] = []
+    heads: dict[str, list[Any]] = {"sent": [], "word": [], "tags": [], "very": []}
+    for i in range(n):
+        k = keys[i % 4]
+        n_very = int(rng.integers(0, 4))
+        words = list(rng.choice(FILLER[:-1], size=int(rng.integers(3, 10))))
+        words.insert(int(rng.integers(0, len(words) + 1)), k)
+        words += ["very"] * n_very
+        texts.append(" ".join(words))
+        heads["sent"].append(KEYS[k] if i % 3 else None)
+        heads["word"].append(k if i % 5 else None)
+        heads["tags"].append([k, KEYS[k]] if i % 7 else None)
+        heads["very"].append(float(n_very) if i % 3 != 1 else None)
+    return texts, heads
+
+
+def config(*heads: HeadSpec, **changes: Any) -> MultiTaskConfig:
+    clf = ClassifierTrainConfig(
+        bs=16,
+        head_hidden=8,
+        stages=(UnfreezeStage(0, 12, 2e-2),),
+        train=TrainConfig(progress=False, log_every=10),
+        device="cpu",
+    )
+    return MultiTaskConfig(heads=heads, classifier=clf, **changes)
+
+
+def test_missing_targets_give_zero_loss_and_zero_gradients() -> None:
+    loss_fn = torch.nn.CrossEntropyLoss()
+    values = np.array([0, 2, 0, 1], dtype=np.int64)
+    mask = np.array([True, False, False, True])
+    target = _Targets(values, mask, torch.device("cpu"))
+    logits = torch.randn(3, 3, requires_grad=True)
+    ids = torch.tensor([1, 2, 3])  # documents 1 and 2 have no label for this head
+    loss = masked_loss(loss_fn, logits, target, ids)
+    assert torch.allclose(loss, loss_fn(logits[2:], torch.tensor([1])))
+    loss.backward()
+    assert logits.grad is not None
+    assert torch.all(logits.grad[:2] == 0) and torch.any(logits.grad[2] != 0)
+    none = torch.randn(2, 3, requires_grad=True)
+    zero = masked_loss(loss_fn, none, target, torch.tensor([1, 2]))
+    zero.backward()
+    assert float(zero.detach()) == 0.0 and none.grad is not None and torch.all(none.grad == 0)
+
+
+def test_the_sampler_draws_tasks_in_the_configured_proportions() -> None:
+    sizes = [30, 10]
+    for epoch in range(3):
+        order = task_order(sizes, "proportional", 2.0, seed=0, epoch=epoch)
+        assert sorted(order) == [0] * 30 + [1] * 10  # each task's batches exactly once
+    assert task_order(sizes, "proportional", 2.0, 0, 0) != task_order(
+        sizes, "proportional", 2.0, 0, 1
+    )
+    assert task_order(sizes, "proportional", 2.0, 0, 4) == task_order(
+        sizes, "proportional", 2.0, 0, 4
+    )
+    rr = task_order(sizes, "round_robin", 2.0, 0, 0)
+    assert rr[:4] == [0, 1, 0, 1] and len(rr) == 40
+    # Temperature: p ~ n^(1/T); over 100 epochs the shares are the formula's within 2%.
+    for temp, want in ((1.0, 0.75), (2.0, 30**0.5 / (30**0.5 + 10**0.5)), (100.0, 0.5)):
+        draws = [t for e in range(100) for t in task_order(sizes, "temperature", temp, 0, e)]
+        assert abs(draws.count(0) / len(draws) - want) < 0.02, (temp, want)
+    assert task_order([5, 0, 3], "round_robin", 2.0, 0, 0) == [0, 2] * 4  # an empty task
+
+
+def test_heads_of_every_kind_train_together_and_round_trip(toy_lm: Path, tmp_path: Path) -> None:
+    texts, heads = toy(480, 0)
+    test_texts, test_heads = toy(120, 1)
+    cfg = config(
+        HeadSpec("sent"),
+        HeadSpec("word", weight=0.5),
+        HeadSpec("tags", kind="multilabel"),
+        HeadSpec("very", kind="regression", regression_loss="huber"),
+    )
+    mt = MultiTaskClassifier(toy_lm, cfg).fit(texts, heads)
+    report = mt.evaluate(test_texts, test_heads)
+    assert report["sent"]["accuracy"] >= 0.95 and report["word"]["accuracy"] >= 0.95
+    assert report["tags"]["micro_f1"] >= 0.9
+    assert report["very"]["pearson"] > 0.8  # the count of a repeated word, from pooling
+    thresholds = mt.thresholds["tags"]
+    assert thresholds is not None and thresholds.shape == (6,)  # per label, tuned
+    assert mt.thresholds["sent"] is None
+    pred = mt.predict(test_texts[:4])
+    assert set(pred) == {"sent", "word", "tags", "very"}
+    assert all(isinstance(v, float) for v in pred["very"])
+    mt.save(tmp_path / "mt")
+    a = MultiTaskClassifier.load(tmp_path / "mt", device="cpu")
+    b = MultiTaskClassifier.load(tmp_path / "mt", device="cpu")
+    pa, pb, pm = (
+        a.predict_proba(test_texts),
+        b.predict_proba(test_texts),
+        mt.predict_proba(test_texts),
+    )
+    for name in pm:
+        assert np.array_equal(pa[name], pb[name])  # loading is exact
+        assert np.allclose(pa[name], pm[name], atol=1e-5)
+    assert np.array_equal(a.thresholds["tags"], thresholds)  # type: ignore[arg-type]
+    assert a.predict(test_texts) == mt.predict(test_texts)
+    assert a.evaluate(test_texts, test_heads)["very"] == pytest.approx(report["very"])
+    # The encoder is stored once, every head by name.
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "mt" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys.count("encoder.embedding.weight") == 1 and all(
+        k.startswith(("encoder.", "heads.")) for k in keys
+    )
+    assert {k.split(".")[1] for k in keys if k.startswith("heads.")} == {
+        "sent",
+        "word",
+        "tags",
+        "very",
+    }
+
+
+def test_bad_multitask_labels_are_refused(toy_lm: Path) -> None:
+    texts, heads = toy(20, 0)
+    mt = MultiTaskClassifier(toy_lm, config(HeadSpec("sent"), HeadSpec("very", kind="regression")))
+    with pytest.raises(ValueError, match=r"heads \['very'\] missing"):
+        mt.fit(texts, {"sent": heads["sent"]})
+    with pytest.raises(ValueError, match="no labelled text"):
+        mt.fit(texts, {"sent": heads["sent"], "very": [None] * 20})
+    with pytest.raises(ValueError, match="'many' is not a finite number"):
+        mt.fit(texts, {"sent": heads["sent"], "very": ["many"] * 20})
+    with pytest.raises(ValueError, match="repeated names"):
+        config(HeadSpec("a"), HeadSpec("a"))
+
+
+def test_regression_metrics_by_hand() -> None:
+    m = regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.5, 2.0, 2.5, 5.0]))
+    assert m["mae"] == pytest.approx(0.5)
+    assert m["rmse"] == pytest.approx((0.25 + 0 + 0.25 + 1) ** 0.5 / 2)
+    assert m["r2"] == pytest.approx(1 - 1.5 / 5.0)
+    assert m["spearman"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_a_single_head_directory_from_before_still_predicts_the_same(task: str) -> None:
+    """Directories saved by ulmfit before multi-task heads (commit b6ea22a; written by
+    fixtures/make_classifier_before_multitask.py) load and give the same numbers."""
+    root = FIXTURES / "classifier_before_multitask"
+    expected = json.loads((root / "expected.json").read_text())
+    clf = TextClassifier.load(root / task, device="cpu")
+    probs = clf.predict_proba(expected["texts"])
+    assert np.array_equal(probs, np.asarray(expected[task]["probs"], dtype=np.float32))
+    assert clf.predict(expected["texts"]) == expected[task]["predict"]
