@@ -204,3 +204,106 @@ def test_a_single_head_directory_from_before_still_predicts_the_same(task: str) 
     probs = clf.predict_proba(expected["texts"])
     assert np.array_equal(probs, np.asarray(expected[task]["probs"], dtype=np.float32))
     assert clf.predict(expected["texts"]) == expected[task]["predict"]
+
+
+def test_tasks_tables_from_toml_train_evaluate_and_predict(
+    tmp_path: Path, wiki_lm: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``[[tasks]]`` in a run config: TREC coarse and fine on the same questions plus
+    SemEval emotions on other texts (so each document misses some heads' labels); then
+    ``evaluate --head`` and ``predict`` with a column group per head."""
+    import lzma
+
+    from ulmfit.cli.main import main
+
+    with lzma.open(shared_data / "trec/train.csv.xz", "rt", encoding="utf-8") as f:
+        trec = f.read().splitlines()
+    (tmp_path / "trec.csv").write_text("\n".join(trec[:161]) + "\n")
+    seen = {line.split(",")[1] for line in trec[1:161]}  # fine labels the sample has
+    held = [line for line in trec[1000:] if line.split(",")[1] in seen][:41]
+    (tmp_path / "trec_test.csv").write_text("\n".join([trec[0], *held]) + "\n")
+    with lzma.open(shared_data / "semeval2018_ec/train.jsonl.xz", "rt", encoding="utf-8") as f:
+        tweets = f.read().splitlines()
+    (tmp_path / "tweets.jsonl").write_text("\n".join(tweets[:120]) + "\n")
+    (tmp_path / "tweets_test.jsonl").write_text("\n".join(tweets[1000:1030]) + "\n")
+    d = tmp_path.as_posix()
+    (tmp_path / "run.toml").write_text(
+        f"""
+[classifier]
+bs = 32
+max_len = 60
+device = "cpu"
+stages = [{{groups = 1, epochs = 1, lr = 0.02}}, {{groups = 0, epochs = 2, lr = 0.01}}]
+
+[multitask]
+sampling = "temperature"
+
+[[tasks]]
+name = "coarse"
+train = "{d}/trec.csv"
+test = "{d}/trec_test.csv"
+
+[[tasks]]
+name = "fine"
+train = "{d}/trec.csv"
+test = "{d}/trec_test.csv"
+label_column = "fine_label"
+weight = 0.5
+
+[[tasks]]
+name = "emotion"
+kind = "multilabel"
+train = "{d}/tweets.jsonl"
+test = "{d}/tweets_test.jsonl"
+label_column = "labels"
+"""
+    )
+    out = tmp_path / "out"
+    args = ["-q", "train-classifier", "--config", str(tmp_path / "run.toml"), "--lm", str(wiki_lm)]
+    assert main([*args, "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "coarse: accuracy" in printed and "emotion: micro-F1" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["test"]) == {"coarse", "fine", "emotion"}
+    assert report["test"]["coarse"]["n"] == 41 and report["test"]["emotion"]["n"] == 30
+    assert (out / "evaluation_coarse.png").exists() and (out / "evaluation_emotion.png").exists()
+    clf_dir = out / "classifier"
+    mt = MultiTaskClassifier.load(clf_dir, device="cpu")
+    assert mt.head_names == ["coarse", "fine", "emotion"] and mt.config.sampling == "temperature"
+    assert mt.thresholds["emotion"] is not None  # a multilabel head's tuned thresholds
+    # evaluate: a head by name; without one, the error lists them.
+    ev = ["-q", "evaluate", str(clf_dir), "--data", str(tmp_path / "trec_test.csv")]
+    assert main([*ev, "--label-column", "fine_label", "--head", "fine"]) == 0
+    assert "head: fine" in capsys.readouterr().out
+    assert main(ev) == 2
+    assert "--head coarse | fine | emotion" in capsys.readouterr().err
+    pred = tmp_path / "pred.csv"
+    assert (
+        main(
+            ["-q", "predict", str(clf_dir), "-i", str(tmp_path / "trec_test.csv"), "-o", str(pred)]
+        )
+        == 0
+    )
+    header, *rows = pred.read_text().splitlines()
+    cols = header.split(",")
+    assert cols[:2] == ["row", "coarse"] and "fine" in cols and "emotion" in cols
+    assert "coarse.p_LOC" in cols and "emotion.p_joy" in cols
+    assert len(rows) == 41
+    want = mt.predict([line.split(",", 2)[2] for line in held])
+    assert [r.split(",")[1] for r in rows] == want["coarse"]
+    # A label in a test file that training never saw stops the run first, naming the line.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*trec[:40], "NOPE,NOPE:x,what ?"]) + "\n")
+    toml = (tmp_path / "run.toml").read_text().replace(f"{d}/trec_test.csv", bad.as_posix(), 1)
+    (tmp_path / "bad.toml").write_text(toml)
+    bad_args = [
+        "-q",
+        "train-classifier",
+        "--config",
+        str(tmp_path / "bad.toml"),
+        "--lm",
+        str(wiki_lm),
+    ]
+    assert main([*bad_args, "--out-dir", str(tmp_path / "out2")]) == 2
+    assert "bad.csv: line 41" in capsys.readouterr().err
+    assert not (tmp_path / "out2" / "classifier").exists()

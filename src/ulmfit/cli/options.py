@@ -34,6 +34,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: st
         if dataclasses.is_dataclass(tp):
             add_dataclass_options(parser, tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
             continue
+        inner = typing.get_args(tp)
+        if typing.get_origin(tp) is tuple and inner and dataclasses.is_dataclass(inner[0]):
+            continue  # a list of tables ([[tasks]], [[classifier.stages]]): TOML only
         default = getattr(defaults, f.name)
         flag = f"--{prefix}{f.name}".replace("_", "-")
         help_text = f"{docs.get(f.name, '')} (default: {default!r})".strip()

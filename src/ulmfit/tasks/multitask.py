@@ -656,6 +656,17 @@ class MultiTaskClassifier:
         return clf
 
 
+def is_multitask_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a model written by :meth:`MultiTaskClassifier.save`."""
+    import json
+
+    try:
+        with open(Path(path) / "config.json", encoding="utf-8") as f:
+            return bool(json.load(f).get("kind") == MULTITASK_KIND)
+    except (OSError, ValueError, AttributeError):
+        return False  # not one: the single-head loader says what is wrong
+
+
 def _labels_from_dict(d: dict[str, Any]) -> Any:
     if d.get("task") == "regression":
         return RegressionLabels.from_dict(d)
@@ -666,6 +677,7 @@ __all__ = [
     "HeadSpec",
     "MultiTaskClassifier",
     "MultiTaskConfig",
+    "is_multitask_dir",
     "masked_loss",
     "task_order",
 ]

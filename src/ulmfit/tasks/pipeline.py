@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ulmfit.checkpoint import CONFIG_FILE, OutputExistsError, atomic_write_text
 from ulmfit.config import to_dict
@@ -38,6 +38,8 @@ from ulmfit.tasks.classify import (
     ensemble_predict_proba,
     ensemble_thresholds,
 )
+from ulmfit.tasks.heads import HierarchyConfig
+from ulmfit.tasks.multitask import HeadKind, Sampling
 from ulmfit.tasks.train_lm import LMStageConfig, train_language_model
 from ulmfit.training import distributed
 
@@ -60,6 +62,34 @@ class LabelledDataConfig:
 
 
 @dataclass(frozen=True)
+class TaskDataConfig:
+    """One head of a multi-task run (a ``[[tasks]]`` table): its kind, data and weights."""
+
+    name: str = ""  # the head's name (predictions and reports use it)
+    kind: HeadKind = "multiclass"  # multiclass | multilabel | hierarchical | regression
+    train: str = ""  # labelled training file of this head
+    valid: str | None = None  # its validation file (default: held out of all training texts)
+    test: str | None = None  # its test file, scored at the end
+    text_column: tuple[str, ...] = ("text",)
+    label_column: str = "label"
+    label_sep: str | None = None  # multilabel CSV: between labels; hierarchical: in a path
+    taxonomy: str | None = None  # hierarchical: a parent<TAB>child file
+    weight: float = 1.0  # loss weight
+    select_weight: float = 1.0  # weight in the validation score that picks the best epoch
+    regression_loss: Literal["mse", "huber"] = "mse"
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
+    max_train: int = 0  # use only the first N training rows (0: all)
+
+
+@dataclass(frozen=True)
+class MultiTaskOptions:
+    """How batches are drawn across the ``[[tasks]]``."""
+
+    sampling: Sampling = "proportional"  # proportional | temperature | round_robin
+    temperature: float = 2.0  # temperature sampling: p ~ n ** (1 / temperature)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     out_dir: str = "runs/pipeline"  # every artifact goes under this directory
     pretrained: str | None = None  # an LM directory or name (wt103-fwd): skips stage 1
@@ -70,6 +100,10 @@ class PipelineConfig:
     finetune_lm: LMStageConfig = field(default_factory=LMStageConfig)  # stage 2 settings
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    # Several heads on one encoder ([[tasks]] tables; each with its own data): stage 3 is
+    # then multi-task and [data] gives only the unlabelled text, if any.
+    tasks: tuple[TaskDataConfig, ...] = ()
+    multitask: MultiTaskOptions = field(default_factory=MultiTaskOptions)
 
 
 def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[str, Any]:
@@ -77,6 +111,8 @@ def run_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[
 
     With ``skip_lm_finetuning`` the ``pretrained`` LM goes straight to stage 3.
     """
+    if cfg.tasks:
+        return run_multitask_pipeline(cfg, skip_lm_finetuning)
     out = Path(cfg.out_dir)
     times: dict[str, float] = {}
     data = cfg.data
@@ -225,31 +261,12 @@ def _run_direction(
     labels: LabelEncoder | HierarchicalLabels,
 ) -> tuple[TextClassifier, dict[str, str]]:
     """Stages 1-3 in one reading direction; the backward model reads every text reversed."""
-    stage1, stage2, clf_cfg = cfg.pretrain, cfg.finetune_lm, cfg.classifier
-    if backwards:  # forward: the configs as given (they may read backwards themselves)
-        stage1, stage2 = stage1.reading(True), stage2.reading(True)
+    clf_cfg = cfg.classifier
+    if backwards:
         clf_cfg = dataclasses.replace(clf_cfg, backwards=True)
-    # Stage 1: general-domain LM (or the one given).
-    if pretrained_dir:
-        pretrained = resolve_pretrained(pretrained_dir)  # a directory, or a model's name
-        log.info("stage 1 skipped: using pretrained LM %s", pretrained)
-    else:
-        t0 = time.perf_counter()
-        pretrained = train_language_model(
-            dataclasses.replace(
-                stage1,
-                out_dir=str(out / "lm_pretrained"),
-                overwrite=stage1.overwrite or cfg.overwrite,
-            )
-        )
-        times[f"{prefix}pretrain_s"] = time.perf_counter() - t0
-    # Stage 2: fine-tune the LM on the target text (training texts + unlabelled files).
-    t0 = time.perf_counter()
-    if skip_lm_finetuning:
-        finetuned = pretrained
-    else:
-        finetuned = _finetune_lm(cfg, stage2, out, pretrained, train.texts)
-        times[f"{prefix}finetune_lm_s"] = time.perf_counter() - t0
+    pretrained, finetuned = _language_models(
+        cfg, out, train.texts, backwards, pretrained_dir, skip_lm_finetuning, times, prefix
+    )
     # Stage 3: the classifier.
     t0 = time.perf_counter()
     clf = TextClassifier(finetuned, clf_cfg)
@@ -269,6 +286,180 @@ def _run_direction(
         "classifier": str(out / "classifier"),
     }
     return clf, paths
+
+
+def _language_models(
+    cfg: PipelineConfig,
+    out: Path,
+    texts: list[str],
+    backwards: bool,
+    pretrained_dir: str | None,
+    skip_lm_finetuning: bool,
+    times: dict[str, float],
+    prefix: str,
+) -> tuple[Path, Path]:
+    """Stages 1 and 2: the pretrained LM (given or trained) and its fine-tuned copy."""
+    stage1, stage2 = cfg.pretrain, cfg.finetune_lm
+    if backwards:  # forward: the configs as given (they may read backwards themselves)
+        stage1, stage2 = stage1.reading(True), stage2.reading(True)
+    # Stage 1: general-domain LM (or the one given).
+    if pretrained_dir:
+        pretrained = resolve_pretrained(pretrained_dir)  # a directory, or a model's name
+        log.info("stage 1 skipped: using pretrained LM %s", pretrained)
+    else:
+        t0 = time.perf_counter()
+        pretrained = train_language_model(
+            dataclasses.replace(
+                stage1,
+                out_dir=str(out / "lm_pretrained"),
+                overwrite=stage1.overwrite or cfg.overwrite,
+            )
+        )
+        times[f"{prefix}pretrain_s"] = time.perf_counter() - t0
+    # Stage 2: fine-tune the LM on the target text (training texts + unlabelled files).
+    t0 = time.perf_counter()
+    if skip_lm_finetuning:
+        finetuned = pretrained
+    else:
+        finetuned = _finetune_lm(cfg, stage2, out, pretrained, texts)
+        times[f"{prefix}finetune_lm_s"] = time.perf_counter() - t0
+    return pretrained, finetuned
+
+
+def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False) -> dict[str, Any]:
+    """Stages 1-3 with several heads (``cfg.tasks``): each task's files are read and
+    checked first (errors name the file and line), the documents of all tasks are joined
+    (the same text in two tasks' files is one document labelled for both), the LM is
+    fine-tuned on all of them, and one :class:`MultiTaskClassifier` is trained; each
+    head is scored on its own test file."""
+    from ulmfit.tasks.multitask import HeadSpec, MultiTaskClassifier, MultiTaskConfig
+
+    out = Path(cfg.out_dir)
+    if cfg.data.train:
+        raise ValueError("[[tasks]] and [data] train both given: give each head's data in its task")
+    if cfg.bidirectional:
+        raise ValueError("bidirectional = true is not available with [[tasks]] yet")
+    names = [t.name for t in cfg.tasks]
+    if any(not t.name or not t.train for t in cfg.tasks) or len(set(names)) != len(names):
+        raise ValueError(f"[[tasks]]: each needs a unique name and a train file (got {names})")
+    _check_outputs(cfg, out, skip_lm_finetuning)
+    times: dict[str, float] = {}
+
+    def read(task: TaskDataConfig, path: str) -> Any:
+        rows = read_labelled(
+            path,
+            text_column=list(task.text_column),
+            label_column=task.label_column,
+            task="multiclass" if task.kind == "regression" else task.kind,
+            label_sep=task.label_sep,
+        )
+        if rows.labels is None:
+            raise ValueError(f"{path}: no labels in column {task.label_column!r}")
+        return rows
+
+    train: dict[str, Any] = {}
+    valid: dict[str, Any] = {}
+    test: dict[str, Any] = {}
+    spaces: dict[str, Any] = {}
+    for t in cfg.tasks:  # read and check everything before any model trains
+        rows = read(t, t.train)
+        if t.max_train and len(rows) > t.max_train:
+            log.info(
+                "%s: using the first %d of %d rows (max_train)", t.train, t.max_train, len(rows)
+            )
+            rows = dataclasses.replace(
+                rows, texts=rows.texts[: t.max_train], labels=rows.labels[: t.max_train],
+                rows=rows.rows[: t.max_train],
+            )  # fmt: skip
+        train[t.name] = rows
+        spaces[t.name] = _task_space(t, rows.labels)
+        for path, store in ((t.valid, valid), (t.test, test)):
+            if path:
+                store[t.name] = read(t, path)
+        for part in (train, valid, test):
+            if t.name in part:
+                r = part[t.name]
+                spaces[t.name].encode(r.labels, rows=r.rows, source=str(r.source))
+
+    def join(parts: dict[str, Any]) -> tuple[list[str], dict[str, list[Any]]]:
+        texts: list[str] = []
+        at: dict[str, int] = {}
+        labels: dict[str, list[Any]] = {n: [] for n in names}
+        for name, rows in parts.items():
+            for text, label in zip(rows.texts, rows.labels, strict=True):
+                if text not in at:
+                    at[text] = len(texts)
+                    texts.append(text)
+                    for n in names:
+                        labels[n].append(None)
+                if labels[name][at[text]] is None:  # a repeated text keeps its first label
+                    labels[name][at[text]] = label
+        return texts, labels
+
+    texts, labels = join(train)
+    valid_set = join(valid) if valid else None
+    log.info("%d documents over %d tasks", len(texts), len(names))
+    out.mkdir(parents=True, exist_ok=True)
+    pretrained, finetuned = _language_models(
+        cfg, out, texts, False, cfg.pretrained, skip_lm_finetuning, times, ""
+    )
+    t0 = time.perf_counter()
+    specs = tuple(
+        HeadSpec(
+            t.name,
+            t.kind,
+            t.weight,
+            t.select_weight,
+            t.regression_loss,
+            t.hierarchy,
+            t.label_sep,
+            t.taxonomy,
+        )
+        for t in cfg.tasks
+    )
+    mt_cfg = MultiTaskConfig(
+        specs, cfg.multitask.sampling, cfg.multitask.temperature, cfg.classifier
+    )
+    clf = MultiTaskClassifier(finetuned, mt_cfg)
+    clf.fit(texts, labels, valid=valid_set, log_dir=out / "classifier_logs")
+    clf.save(out / "classifier")
+    times["classifier_s"] = time.perf_counter() - t0
+    report: dict[str, Any] = {
+        "config": to_dict(cfg),
+        "times": times,
+        "artifacts": {
+            "pretrained_lm": str(pretrained),
+            "finetuned_lm": str(finetuned),
+            "classifier": str(out / "classifier"),
+        },
+    }
+    if not distributed.current().is_main:
+        return report
+    report["test"], report["baseline"] = {}, {}
+    for name, rows in test.items():
+        t0 = time.perf_counter()
+        metrics = clf.evaluate(rows.texts, {name: rows.labels}, source=str(rows.source))[name]
+        times[f"test_inference_s_{name}"] = time.perf_counter() - t0
+        head = clf.heads[name]
+        head.plot(metrics, out / f"evaluation_{name}.png")
+        report["test"][name] = metrics
+        space = clf.labels[name]
+        y_tr = space.encode(train[name].labels)
+        report["baseline"][name] = head.baseline(y_tr, space.encode(rows.labels))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def _task_space(task: TaskDataConfig, labels: list[Any]) -> Any:
+    """A task's label space from its training labels (regression: numbers)."""
+    from ulmfit.tasks.heads import RegressionLabels
+
+    if task.kind == "regression":
+        return RegressionLabels(task.name)
+    if task.kind == "hierarchical":
+        tax = Taxonomy.read(task.taxonomy) if task.taxonomy else None
+        return HierarchicalLabels.fit(labels, task.label_sep, tax)
+    return LabelEncoder.fit(labels, task.kind)
 
 
 def _label_space(cfg: PipelineConfig, labels: list[Any]) -> LabelEncoder | HierarchicalLabels:
@@ -337,6 +528,19 @@ def evaluate_classifier(
     return metrics
 
 
+def _headline(m: dict[str, Any]) -> str:
+    """One metric line of a head's report, whatever its kind."""
+    if "hierarchical" in m:
+        return f"hierarchical F1 {100 * m['hierarchical']['micro']['f1']:.2f}"
+    if "accuracy" in m:
+        return f"accuracy {100 * m['accuracy']:.2f}%"
+    if "micro_f1" in m:
+        return f"micro-F1 {100 * m['micro_f1']:.2f}"
+    if "rmse" in m:
+        return f"RMSE {m['rmse']:.4f}, Pearson {m['pearson']:.3f}"
+    return "-"
+
+
 def _one_line(text: str) -> str:
     # The LM corpus file holds one document per line.
     return " ".join(text.split())
@@ -347,6 +551,10 @@ def report_summary(report: dict[str, Any], task: str) -> str:
     lines = []
     nan = float("nan")
     test, base = report.get("test"), report.get("baseline", {})
+    if test and report.get("config", {}).get("tasks"):  # multi-task: a line per head
+        for name, m in test.items():
+            lines.append(f"{name}: {_headline(m)}  (baseline: {_headline(base.get(name, {}))})")
+        test = None
     if test:
         if task == "hierarchical":
             h = test["hierarchical"]["micro"]["f1"]
@@ -401,6 +609,8 @@ class ClassifierStageConfig:
     overwrite: bool = False  # replace a classifier already in out_dir (default: refuse it)
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    tasks: tuple[TaskDataConfig, ...] = ()  # several heads ([[tasks]] in --config's TOML)
+    multitask: MultiTaskOptions = field(default_factory=MultiTaskOptions)
 
 
 def train_classifier_stage(cfg: ClassifierStageConfig) -> dict[str, Any]:
@@ -414,6 +624,8 @@ def train_classifier_stage(cfg: ClassifierStageConfig) -> dict[str, Any]:
             data=cfg.data,
             classifier=cfg.classifier,
             overwrite=cfg.overwrite,
+            tasks=cfg.tasks,
+            multitask=cfg.multitask,
         ),
         skip_lm_finetuning=True,
     )

@@ -16,6 +16,7 @@ from ulmfit.data.classification import iter_texts, read_labelled
 from ulmfit.inference import num_threads
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import TextClassifier, ensemble_predict_proba, ensemble_thresholds
+from ulmfit.tasks.multitask import MultiTaskClassifier, is_multitask_dir
 from ulmfit.text.readers import strip_compression
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,19 @@ def predict_file(
             "graph with export-onnx --int8 instead)"
         )
     check_outputs([Path(input_path), *map(Path, model_dirs)], [output_path], overwrite)
+    if is_multitask_dir(model_dirs[0]):
+        if len(model_dirs) != 1 or onnx is not None or quantize is not None:
+            raise ValueError(
+                f"{model_dirs[0]}: a multi-task model predicts alone, in float32 "
+                "(no ensemble, --int8 or --onnx yet)"
+            )
+        with num_threads(threads):
+            mt = MultiTaskClassifier.load(model_dirs[0], device=device)
+            chunks = _chunks(iter_input_texts(input_path, text_column), chunk)
+            n = _write_multitask(mt, chunks, output_path, overwrite, bs)
+        if n == 0:
+            log.warning("%s: no documents; %s has no predictions", input_path, output_path)
+        return n
     info = distributed.init_from_env(device)
     device = distributed.device_for(info, device)
     with num_threads(threads):
@@ -214,6 +228,53 @@ def _write(
     return n
 
 
+def _write_multitask(
+    mt: MultiTaskClassifier,
+    chunks: Iterator[list[str]],
+    output_path: Path,
+    overwrite: bool,
+    bs: int | None,
+) -> int:
+    """One column group per head: ``<head>`` (its decision) and ``<head>.p_<class>``
+    (CSV/TSV), or ``{"row", "<head>": {"label", "probs"}}`` (JSONL); atomically."""
+    out_fmt = output_format(output_path)
+    names = mt.head_names
+    n = 0
+    with atomic_output(output_path, "w", overwrite=overwrite, newline="") as f:
+        writer = None
+        if out_fmt != "jsonl":
+            writer = csv.writer(f, delimiter="\t" if out_fmt == "tsv" else ",")
+            header = ["row"]
+            for name in names:
+                header += [name, *[f"{name}.p_{c}" for c in mt.labels[name].classes]]
+            writer.writerow(header)
+        for texts in chunks:
+            probs = mt.predict_proba(texts, bs)
+            decided = mt.decide(probs)
+            for i in range(len(texts)):
+                n += 1
+                if writer is not None:
+                    row: list[Any] = [n]
+                    for name in names:
+                        lab = decided[name][i]
+                        row.append(lab if not isinstance(lab, list) else "|".join(lab))
+                        row += [f"{v:.6f}" for v in probs[name][i]]
+                    writer.writerow(row)
+                else:
+                    rec: dict[str, Any] = {"row": n}
+                    for name in names:
+                        classes = mt.labels[name].classes
+                        rec[name] = {
+                            "label": decided[name][i],
+                            "probs": {
+                                c: round(float(v), 6)
+                                for c, v in zip(classes, probs[name][i], strict=True)
+                            },
+                        }
+                    f.write(json.dumps(rec) + "\n")
+    return n
+
+
 def _part_path(output_path: Path, rank: int, world: int) -> Path:
     return output_path.parent / f".{output_path.name}.part{rank}of{world}.jsonl"
 
@@ -278,6 +339,51 @@ def _merged(parts: Sequence[Path], chunk: int) -> Iterator[Record]:
             f.close()
 
 
+def _evaluate_multitask(
+    model_dirs: Sequence[Path],
+    data: Path,
+    text_column: Sequence[str],
+    label_column: str,
+    label_sep: str | None,
+    plot: Path | None,
+    device: str,
+    head: str | None,
+    threads: int | None,
+) -> tuple[dict[str, Any], str]:
+    if len(model_dirs) != 1:
+        raise ValueError(f"{model_dirs[0]}: a multi-task model is evaluated alone")
+    mt = MultiTaskClassifier.load(model_dirs[0], device=device)
+    if head not in mt.heads:
+        raise ValueError(
+            f"{model_dirs[0]}: say which head the labels are for: --head "
+            f"{' | '.join(mt.head_names)}"
+        )
+    kind = mt.heads[head].task
+    rows = read_labelled(
+        data,
+        text_column=list(text_column),
+        label_column=label_column,
+        task="multiclass" if kind == "regression" else kind,  # type: ignore[arg-type]
+        label_sep=label_sep,
+    )
+    mt.labels[head].encode(rows.labels or [], rows=rows.rows, source=str(data))  # line errors
+    with num_threads(threads):
+        metrics = mt.evaluate(rows.texts, {head: rows.labels or []}, source=str(data))[head]
+    if plot is not None:
+        mt.heads[head].plot(metrics, plot)
+    metrics["models"] = [str(model_dirs[0])]
+    metrics["head"] = head
+    table = M.format_report(metrics, kind) if kind != "regression" else _regression_table(metrics)
+    return metrics, f"head: {head}\n{table}"
+
+
+def _regression_table(m: dict[str, Any]) -> str:
+    return "\n".join(
+        [f"documents: {m['n']}"]
+        + [f"{k + ':':10s}{m[k]:.4f}" for k in ("mae", "rmse", "r2", "pearson", "spearman")]
+    )
+
+
 def evaluate_file(
     model_dirs: Sequence[Path],
     data: Path,
@@ -289,11 +395,19 @@ def evaluate_file(
     quantize: str | None = None,
     threads: int | None = None,
     bs: int | None = None,
+    head: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Metrics of one classifier (or the average of several) on a labelled file.
 
-    ``quantize``, ``threads`` and ``bs`` as in :func:`predict_file`.
+    ``quantize``, ``threads`` and ``bs`` as in :func:`predict_file`; ``head``: which
+    head of a multi-task model the file's labels are for.
     """
+    if is_multitask_dir(model_dirs[0]):
+        return _evaluate_multitask(
+            model_dirs, data, text_column, label_column, label_sep, plot, device, head, threads
+        )
+    if head is not None:
+        raise ValueError(f"{model_dirs[0]}: --head is for multi-task models; this one has one")
     clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
     main = clfs[0]
     assert main.labels is not None
