@@ -275,8 +275,22 @@ label_column = "labels"
     ev = ["-q", "evaluate", str(clf_dir), "--data", str(tmp_path / "trec_test.csv")]
     assert main([*ev, "--label-column", "fine_label", "--head", "fine"]) == 0
     assert "head: fine" in capsys.readouterr().out
+    both = [
+        *ev,
+        "--head",
+        "coarse",
+        "--head",
+        "fine=fine_label",
+        "--json",
+        str(tmp_path / "e.json"),
+    ]
+    assert main(both) == 0
+    printed = capsys.readouterr().out
+    assert "head: coarse" in printed and "head: fine" in printed
+    scores = json.loads((tmp_path / "e.json").read_text())["heads"]
+    assert scores["coarse"]["accuracy"] == pytest.approx(report["test"]["coarse"]["accuracy"])
     assert main(ev) == 2
-    assert "--head coarse | fine | emotion" in capsys.readouterr().err
+    assert "NAME one of coarse | fine | emotion" in capsys.readouterr().err
     pred = tmp_path / "pred.csv"
     assert (
         main(

@@ -145,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--label-sep", help="multilabel CSV: separator inside the label cell")
         p.add_argument("--json", type=Path, help="write the metrics here (default: print only)")
         p.add_argument("--plot", type=Path, help="confusion matrix / per-label PNG")
-        p.add_argument("--head", help="multi-task model: the head these labels are for")
+        p.add_argument(
+            "--head",
+            action="append",
+            default=[],
+            help="multi-task model: a head the file has labels for, NAME (reads "
+            "--label-column) or NAME=COLUMN; repeat for several",
+        )
         p.add_argument("--device", default="auto", help="auto | cpu | cuda")
         _add_inference_options(p)
         _add_overwrite(p)
@@ -423,7 +429,7 @@ def _run(args: argparse.Namespace) -> int:
             quantize="int8" if args.int8 else None,
             threads=args.threads,
             bs=args.bs,
-            head=getattr(args, "head", None),
+            heads=getattr(args, "head", []),
         )
         print(table)
         if args.json:

@@ -347,34 +347,48 @@ def _evaluate_multitask(
     label_sep: str | None,
     plot: Path | None,
     device: str,
-    head: str | None,
+    heads: Sequence[str],
     threads: int | None,
 ) -> tuple[dict[str, Any], str]:
+    """Each named head (``NAME`` reads ``label_column``, ``NAME=COLUMN`` its own column)
+    scored on the file's texts from one encoder pass; a table per head."""
     if len(model_dirs) != 1:
         raise ValueError(f"{model_dirs[0]}: a multi-task model is evaluated alone")
     mt = MultiTaskClassifier.load(model_dirs[0], device=device)
-    if head not in mt.heads:
+    columns = {h.partition("=")[0]: h.partition("=")[2] or label_column for h in heads}
+    unknown = [h for h in columns if h not in mt.heads]
+    if not columns or unknown:
         raise ValueError(
-            f"{model_dirs[0]}: say which head the labels are for: --head "
-            f"{' | '.join(mt.head_names)}"
+            f"{model_dirs[0]}: say which head(s) the file's labels are for: --head NAME or "
+            f"NAME=COLUMN, NAME one of {' | '.join(mt.head_names)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )
-    kind = mt.heads[head].task
-    rows = read_labelled(
-        data,
-        text_column=list(text_column),
-        label_column=label_column,
-        task="multiclass" if kind == "regression" else kind,  # type: ignore[arg-type]
-        label_sep=label_sep,
-    )
-    mt.labels[head].encode(rows.labels or [], rows=rows.rows, source=str(data))  # line errors
+    labels: dict[str, list[Any]] = {}
+    texts: list[str] = []
+    for name, column in columns.items():
+        kind = mt.heads[name].task
+        rows = read_labelled(
+            data,
+            text_column=list(text_column),
+            label_column=column,
+            task="multiclass" if kind == "regression" else kind,  # type: ignore[arg-type]
+            label_sep=label_sep,
+        )
+        mt.labels[name].encode(rows.labels or [], rows=rows.rows, source=str(data))
+        texts, labels[name] = rows.texts, list(rows.labels or [])
     with num_threads(threads):
-        metrics = mt.evaluate(rows.texts, {head: rows.labels or []}, source=str(data))[head]
-    if plot is not None:
-        mt.heads[head].plot(metrics, plot)
-    metrics["models"] = [str(model_dirs[0])]
-    metrics["head"] = head
-    table = M.format_report(metrics, kind) if kind != "regression" else _regression_table(metrics)
-    return metrics, f"head: {head}\n{table}"
+        metrics = mt.evaluate(texts, labels, source=str(data))
+    tables = []
+    for name, m in metrics.items():
+        kind = mt.heads[name].task
+        if plot is not None and len(metrics) == 1:
+            mt.heads[name].plot(m, plot)
+        elif plot is not None:
+            mt.heads[name].plot(m, plot.with_name(f"{plot.stem}_{name}{plot.suffix}"))
+        table = M.format_report(m, kind) if kind != "regression" else _regression_table(m)
+        tables.append(f"head: {name}\n{table}")
+    out: dict[str, Any] = {"heads": metrics, "models": [str(model_dirs[0])]}
+    return out, "\n\n".join(tables)
 
 
 def _regression_table(m: dict[str, Any]) -> str:
@@ -395,18 +409,18 @@ def evaluate_file(
     quantize: str | None = None,
     threads: int | None = None,
     bs: int | None = None,
-    head: str | None = None,
+    heads: Sequence[str] = (),
 ) -> tuple[dict[str, Any], str]:
     """Metrics of one classifier (or the average of several) on a labelled file.
 
     ``quantize``, ``threads`` and ``bs`` as in :func:`predict_file`; ``head``: which
-    head of a multi-task model the file's labels are for.
+    heads of a multi-task model the file's labels are for (``NAME`` or ``NAME=COLUMN``).
     """
     if is_multitask_dir(model_dirs[0]):
         return _evaluate_multitask(
-            model_dirs, data, text_column, label_column, label_sep, plot, device, head, threads
+            model_dirs, data, text_column, label_column, label_sep, plot, device, heads, threads
         )
-    if head is not None:
+    if heads:
         raise ValueError(f"{model_dirs[0]}: --head is for multi-task models; this one has one")
     clfs = [TextClassifier.load(d, device=device, quantize=quantize) for d in model_dirs]
     main = clfs[0]
