@@ -22,6 +22,8 @@ from ulmfit.tasks.classify import (
     UnfreezeStage,
     ensemble_predict_proba,
 )
+from ulmfit.tasks.heads import HierarchyConfig
+from ulmfit.tasks.multitask import HeadSpec, MultiTaskClassifier, MultiTaskConfig
 from ulmfit.tasks.pipeline import LabelledDataConfig, PipelineConfig, run_pipeline
 from ulmfit.tasks.train_lm import (
     LMStageConfig,
@@ -39,9 +41,13 @@ __all__ = [
     "AWDLSTMConfig",
     "ClassifierTrainConfig",
     "CorpusConfig",
+    "HeadSpec",
+    "HierarchyConfig",
     "LMDataConfig",
     "LMStageConfig",
     "LabelledDataConfig",
+    "MultiTaskClassifier",
+    "MultiTaskConfig",
     "PipelineConfig",
     "TextClassifier",
     "TokenizerConfig",
