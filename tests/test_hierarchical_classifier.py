@@ -229,6 +229,16 @@ def test_labels_from_files_and_their_errors(tmp_path: Path, shared_data: Path) -
         ["rec/rec.autos", "sci/sci.med"],
         ["talk/talk.politics.guns"],
     ]
+    # With a separator every item of a list is a path, whatever it holds: one shape, one
+    # meaning (no path is guessed from whether an item happens to contain the separator).
+    from ulmfit.data.taxonomy import label_paths
+
+    assert label_paths(["Arts", "Sports"], "/", None, "x") == [("Arts",), ("Sports",)]
+    assert label_paths(["Arts", "Science/Physics"], "/", None, "x") == [
+        ("Arts",),
+        ("Science", "Physics"),
+    ]
+    assert label_paths(["Arts", "Music"], None, None, "x") == [("Arts", "Music")]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"text": "x", "label": "comp.graphix"}))
     data = read_labelled(bad, task="hierarchical")
@@ -298,6 +308,16 @@ def test_cli_end_to_end_on_20_newsgroups(
         path = tuple(line.split(",")[1].split("/"))
         assert path in tax and tax.is_leaf(path)  # per_parent, mandatory leaf: a full path
     # A test label outside the taxonomy stops the run before any training, naming its line.
+    # With a separator every item of a list is a path, whatever it holds: one shape, one
+    # meaning (no path is guessed from whether an item happens to contain the separator).
+    from ulmfit.data.taxonomy import label_paths
+
+    assert label_paths(["Arts", "Sports"], "/", None, "x") == [("Arts",), ("Sports",)]
+    assert label_paths(["Arts", "Science/Physics"], "/", None, "x") == [
+        ("Arts",),
+        ("Science", "Physics"),
+    ]
+    assert label_paths(["Arts", "Music"], None, None, "x") == [("Arts", "Music")]
     bad = tmp_path / "bad.jsonl"
     bad.write_text((tmp_path / "test.jsonl").read_text() + '{"text": "x", "group": "rec.boats"}\n')
     args2 = [a if a != str(tmp_path / "test.jsonl") else str(bad) for a in args]

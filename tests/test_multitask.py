@@ -182,6 +182,36 @@ def test_bad_multitask_labels_are_refused(toy_lm: Path) -> None:
         mt.fit(texts, {"sent": heads["sent"], "very": [None] * 20})
     with pytest.raises(ValueError, match="'many' is not a finite number"):
         mt.fit(texts, {"sent": heads["sent"], "very": ["many"] * 20})
+    # The error names the document's own row, not its place among the labelled ones.
+    bad = [None, None, "abc", *([1.0] * 17)]
+    no_split = config(HeadSpec("sent"), HeadSpec("very", kind="regression"))
+    no_split = MultiTaskConfig(
+        heads=no_split.heads, classifier=no_split.classifier.replace(valid_frac=0.0)
+    )
+    with pytest.raises(ValueError, match="head 'very': line 3: regression target 'abc'"):
+        MultiTaskClassifier(toy_lm, no_split).fit(texts, {"sent": heads["sent"], "very": bad})
+    with pytest.raises(ValueError, match=r"a label list .* per head"):
+        mt.fit(texts, heads_of(heads, "sent", "very"), valid=(texts[:3], {"sent": [None] * 3}))
+
+
+def heads_of(heads: dict[str, list[Any]], *names: str) -> dict[str, list[Any]]:
+    return {n: heads[n] for n in names}
+
+
+def test_regression_targets_read_from_files(tmp_path: Path) -> None:
+    from ulmfit.data.classification import read_labelled
+    from ulmfit.tasks.heads import RegressionLabels
+
+    path = tmp_path / "r.jsonl"
+    rows = [{"text": "a", "y": 3.5}, {"text": "b", "y": 4}, {"text": "c", "y": "2.25"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = read_labelled(path, label_column="y", task="regression")
+    y = RegressionLabels("y").encode(data.labels or [], data.rows, str(path))
+    assert y[:, 0].tolist() == [3.5, 4.0, 2.25]
+    path.write_text(json.dumps({"text": "a", "y": "n/a"}) + "\n")
+    data = read_labelled(path, label_column="y", task="regression")
+    with pytest.raises(ValueError, match=r"r\.jsonl: line 1: regression target 'n/a'"):
+        RegressionLabels("y").encode(data.labels or [], data.rows, str(path))
     with pytest.raises(ValueError, match="repeated names"):
         config(HeadSpec("a"), HeadSpec("a"))
 

@@ -34,7 +34,8 @@ from ulmfit.text.readers import CorpusError, join_fields, open_text, strip_compr
 log = logging.getLogger(__name__)
 
 TaskKind = Literal["multiclass", "multilabel", "hierarchical"]
-TASKS: tuple[str, ...] = ("multiclass", "multilabel", "hierarchical")
+# How a file's labels are read: the task kinds, and numbers (a regression target).
+TASKS: tuple[str, ...] = ("multiclass", "multilabel", "hierarchical", "regression")
 
 FORMATS = ("csv", "tsv", "jsonl", "folder")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -109,7 +110,7 @@ class _Reader:
         path: Path,
         text_columns: list[str],
         label_column: str | None,
-        task: TaskKind,
+        task: str,
         label_sep: str | None,
         require_labels: bool,
     ) -> None:
@@ -145,6 +146,15 @@ class _Reader:
         col = self.label_column
         if self.task == "hierarchical":
             return self.parse_path_label(row, value)
+        if self.task == "regression":  # a number, checked by RegressionLabels.encode
+            if isinstance(value, float) and not isinstance(value, bool):
+                return repr(value)
+            number = _scalar_label(value)
+            if number is None:
+                raise self.error(row, f"label field {col!r} holds {value!r}, not a number")
+            if not number.strip() and self.require_labels:
+                raise self.error(row, f"no value (field {col!r} is empty)")
+            return number.strip()
         if self.task == "multiclass":
             if isinstance(value, list):
                 raise self.error(
@@ -200,7 +210,7 @@ class _Reader:
                 f"of paths, got {value!r}",
             )
         label = _scalar_label(value)
-        if label is None or not label.strip():
+        if label is None or (not label.strip() and self.require_labels):
             raise self.error(row, f"label field {col!r} holds {value!r}, not a label path")
         return label.strip()
 
@@ -231,7 +241,7 @@ def read_labelled(
     *,
     text_column: str | Sequence[str] = "text",
     label_column: str | None = "label",
-    task: TaskKind = "multiclass",
+    task: TaskKind | Literal["regression"] = "multiclass",
     label_sep: str | None = None,
     fmt: str | None = None,
     require_labels: bool = True,

@@ -181,8 +181,9 @@ def label_paths(label: Any, sep: str | None, taxonomy: Taxonomy | None, where: s
     """A document's label as one or several paths.
 
     - a string: one path (split by ``sep``), e.g. ``"Science/Physics"``;
-    - a list of strings: one path (``["comp", "comp.graphics"]``), unless ``sep`` is set and
-      an item contains it: then each item is a path (hierarchical multi-label);
+    - a list of strings: without ``sep``, one path (``["comp", "comp.graphics"]``); with
+      ``sep``, one path per item (``["Arts/Music", "Science/Physics"]``: hierarchical
+      multi-label), whatever the items hold, so that rows of one shape mean one thing;
     - a list of lists: one path each.
 
     With a taxonomy, each path is resolved in it (a bare node name is completed to its
@@ -191,7 +192,7 @@ def label_paths(label: Any, sep: str | None, taxonomy: Taxonomy | None, where: s
     if isinstance(label, str):
         raw: list[Any] = [label]
     elif isinstance(label, Sequence) and label and all(isinstance(x, str) for x in label):
-        raw = list(label) if sep and any(sep in x for x in label) else [list(label)]
+        raw = list(label) if sep else [list(label)]
     elif isinstance(label, Sequence) and label and all(not isinstance(x, str) for x in label):
         raw = list(label)
     else:

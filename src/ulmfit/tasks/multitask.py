@@ -305,12 +305,23 @@ class MultiTaskClassifier:
             regression_loss=spec.regression_loss,
         )
 
-    def _targets(self, name: str, labels: Sequence[Any], device: torch.device) -> _Targets:
-        """The head's targets over all documents; unlabelled rows get a placeholder."""
+    def _targets(
+        self,
+        name: str,
+        labels: Sequence[Any],
+        device: torch.device,
+        rows: Sequence[int] | None = None,
+    ) -> _Targets:
+        """The head's targets over all documents; unlabelled rows get a placeholder.
+        ``rows``: each document's row number in the caller's data (for errors)."""
         space = self.labels[name]
         mask = np.array([y is not None for y in labels], dtype=bool)
         given = [y for y in labels if y is not None]
-        enc = space.encode(given, source=f"head {name!r}") if given else None
+        where = [
+            int(rows[int(i)]) if rows is not None else int(i) + 1 for i in np.flatnonzero(mask)
+        ]
+        source = f"head {name!r}"
+        enc = space.encode(given, rows=where, source=source) if given else None
         width = len(space)
         if isinstance(space, LabelEncoder) and space.task == "multiclass":
             values = np.zeros(len(labels), dtype=np.int64)
@@ -343,6 +354,17 @@ class MultiTaskClassifier:
                 raise ValueError(f"head {name!r}: {len(ys)} labels for {len(texts)} texts")
             if all(y is None for y in ys):
                 raise ValueError(f"head {name!r}: no labelled text")
+        if valid is not None:
+            v_texts, v_labels = valid
+            if not len(v_texts):
+                valid = None  # ([], {...}): no validation data
+            elif set(v_labels) != set(self.head_names) or any(
+                len(ys) != len(v_texts) for ys in v_labels.values()
+            ):
+                raise ValueError(
+                    "valid: a label list (None for unlabelled) per head "
+                    f"({', '.join(self.head_names)}), one entry per validation text"
+                )
         seed_everything(ccfg.train.seed)
         info = distributed.init_from_env(ccfg.device)
         device = pick_device(distributed.device_for(info, ccfg.device))
@@ -351,13 +373,25 @@ class MultiTaskClassifier:
         self._tokenizer = None
         self.history, self.thresholds = [], {n: None for n in self.head_names}
         texts = list(texts)
+        positions = list(range(1, len(texts) + 1))  # row numbers, for errors
         if valid is None and ccfg.valid_frac > 0:
             order = np.random.default_rng(ccfg.train.seed).permutation(len(texts))
             n_valid = max(1, round(ccfg.valid_frac * len(texts)))
             va, tr = np.sort(order[:n_valid]), np.sort(order[n_valid:])
             valid = ([texts[i] for i in va], {n: [ys[i] for i in va] for n, ys in labels.items()})
             texts = [texts[i] for i in tr]
+            positions = [int(i) + 1 for i in tr]
             labels = {n: [ys[i] for i in tr] for n, ys in labels.items()}
+            for n in self.head_names:  # a small head may land on one side only
+                n_train = sum(y is not None for y in labels[n])
+                n_valid = sum(y is not None for y in valid[1][n])
+                if not n_train or not n_valid:
+                    log.warning(
+                        "head %s: %d training and %d validation documents after the split",
+                        n,
+                        n_train,
+                        n_valid,
+                    )
         specs = {h.name: h for h in cfg.heads}
         every = {n: [*labels[n], *(valid[1][n] if valid else [])] for n in self.head_names}
         self.labels = {n: self._label_space(specs[n], every[n]) for n in self.head_names}
@@ -391,7 +425,7 @@ class MultiTaskClassifier:
         self.model = model.to(device)
 
         docs = self.numericalize(texts)
-        targets = {n: self._targets(n, labels[n], device) for n in self.head_names}
+        targets = {n: self._targets(n, labels[n], device, positions) for n in self.head_names}
         losses: dict[str, nn.Module] = {}
         for n, head in self.heads.items():
             y = targets[n].numpy_values[targets[n].numpy_mask]
@@ -564,7 +598,8 @@ class MultiTaskClassifier:
             rows = [i for i, y in enumerate(ys) if y is not None]
             if not rows:
                 continue
-            y = self.labels[n].encode([ys[i] for i in rows], source=source)
+            lines = [i + 1 for i in rows]
+            y = self.labels[n].encode([ys[i] for i in rows], rows=lines, source=source)
             t = self.thresholds.get(n)
             out[n] = self.heads[n].metrics(y, probs[n][rows], t if self.heads[n].tuned else None)
         return out

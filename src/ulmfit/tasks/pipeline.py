@@ -342,6 +342,12 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
     names = [t.name for t in cfg.tasks]
     if any(not t.name or not t.train for t in cfg.tasks) or len(set(names)) != len(names):
         raise ValueError(f"[[tasks]]: each needs a unique name and a train file (got {names})")
+    with_valid = [t.name for t in cfg.tasks if t.valid]
+    if with_valid and len(with_valid) != len(names):
+        raise ValueError(
+            f"[[tasks]]: {', '.join(with_valid)} give a valid file and the others do not; give "
+            "one for every task, or none (then classifier.valid_frac is held out)"
+        )
     _check_outputs(cfg, out, skip_lm_finetuning)
     times: dict[str, float] = {}
 
@@ -350,7 +356,7 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
             path,
             text_column=list(task.text_column),
             label_column=task.label_column,
-            task="multiclass" if task.kind == "regression" else task.kind,
+            task=task.kind,
             label_sep=task.label_sep,
         )
         if rows.labels is None:
@@ -372,19 +378,15 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
                 rows=rows.rows[: t.max_train],
             )  # fmt: skip
         train[t.name] = rows
-        spaces[t.name] = _task_space(t, rows.labels)
         for path, store in ((t.valid, valid), (t.test, test)):
             if path:
                 store[t.name] = read(t, path)
-        for part in (train, valid, test):
-            if t.name in part:
-                r = part[t.name]
-                spaces[t.name].encode(r.labels, rows=r.rows, source=str(r.source))
 
     def join(parts: dict[str, Any]) -> tuple[list[str], dict[str, list[Any]]]:
         texts: list[str] = []
         at: dict[str, int] = {}
         labels: dict[str, list[Any]] = {n: [] for n in names}
+        conflicts: dict[str, int] = {}
         for name, rows in parts.items():
             for text, label in zip(rows.texts, rows.labels, strict=True):
                 if text not in at:
@@ -394,9 +396,21 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
                         labels[n].append(None)
                 if labels[name][at[text]] is None:  # a repeated text keeps its first label
                     labels[name][at[text]] = label
+                elif labels[name][at[text]] != label:
+                    conflicts[name] = conflicts.get(name, 0) + 1
+        for name, count in conflicts.items():
+            log.warning("task %s: %d repeated text(s), other label: kept the first", name, count)
         return texts, labels
 
     texts, labels = join(train)
+    # The label spaces are the joined documents' (a repeated text keeps its first label):
+    # every file's labels are checked against them now, naming the line of a bad one.
+    for t in cfg.tasks:
+        spaces[t.name] = _task_space(t, [y for y in labels[t.name] if y is not None])
+        for part in (train, valid, test):
+            if t.name in part:
+                r = part[t.name]
+                spaces[t.name].encode(r.labels, rows=r.rows, source=str(r.source))
     valid_set = join(valid) if valid else None
     log.info("%d documents over %d tasks", len(texts), len(names))
     out.mkdir(parents=True, exist_ok=True)
@@ -444,7 +458,7 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
         head.plot(metrics, out / f"evaluation_{name}.png")
         report["test"][name] = metrics
         space = clf.labels[name]
-        y_tr = space.encode(train[name].labels)
+        y_tr = space.encode([y for y in labels[name] if y is not None])
         report["baseline"][name] = head.baseline(y_tr, space.encode(rows.labels))
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     return report

@@ -141,6 +141,11 @@ def predict_file(
                 f"{model_dirs[0]}: a multi-task model predicts alone, in float32 "
                 "(no ensemble, --int8 or --onnx yet)"
             )
+        if threshold is not None or top_k is not None:
+            raise ValueError(
+                f"{model_dirs[0]}: --threshold and --top-k are for single-head models; a "
+                "multi-task model decides with each head's own (tuned) rule"
+            )
         with num_threads(threads):
             mt = MultiTaskClassifier.load(model_dirs[0], device=device)
             chunks = _chunks(iter_input_texts(input_path, text_column), chunk)
@@ -371,11 +376,16 @@ def _evaluate_multitask(
             data,
             text_column=list(text_column),
             label_column=column,
-            task="multiclass" if kind == "regression" else kind,  # type: ignore[arg-type]
+            task=kind,  # type: ignore[arg-type]
             label_sep=label_sep,
+            require_labels=False,  # a row without this head's label is left out of it
         )
-        mt.labels[name].encode(rows.labels or [], rows=rows.rows, source=str(data))
-        texts, labels[name] = rows.texts, list(rows.labels or [])
+        given = [
+            (r, y) for r, y in zip(rows.rows, rows.labels or [], strict=True) if y not in ("", [])
+        ]
+        mt.labels[name].encode([y for _, y in given], rows=[r for r, _ in given], source=str(data))
+        texts = rows.texts
+        labels[name] = [None if y in ("", []) else y for y in rows.labels or []]
     with num_threads(threads):
         metrics = mt.evaluate(texts, labels, source=str(data))
     tables = []
@@ -417,6 +427,8 @@ def evaluate_file(
     heads of a multi-task model the file's labels are for (``NAME`` or ``NAME=COLUMN``).
     """
     if is_multitask_dir(model_dirs[0]):
+        if quantize is not None:
+            raise ValueError(f"{model_dirs[0]}: a multi-task model is evaluated in float32")
         return _evaluate_multitask(
             model_dirs, data, text_column, label_column, label_sep, plot, device, heads, threads
         )
