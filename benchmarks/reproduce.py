@@ -87,12 +87,13 @@ log = logging.getLogger("reproduce")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 DEMO_LM = REPO / "runs" / "demo_trec" / "lm_pretrained"
-SYSTEMS = ("ulmfit", "ulmfit-bwd", "scratch", "tfidf", "tfidf-svm", "fasttext")
+SYSTEMS = ("ulmfit", "ulmfit-bwd", "scratch", "tfidf", "tfidf-svm", "fasttext", "hiclass")
 ENSEMBLE = "ulmfit-ens"  # a row of its own when ulmfit and ulmfit-bwd both run
 BASELINE_KIND = {
     "tfidf": "a linear model on n-gram counts",
     "tfidf-svm": "a linear model on n-gram counts",
     "fasttext": "a bag-of-bigrams linear model",
+    "hiclass": "hiclass's local classifier per parent node over n-gram counts",
 }
 
 # Howard & Ruder (2018), test error % of the fwd+bwd ensemble.
@@ -256,6 +257,7 @@ class Splits:
     n_official_train: int
     unlabelled: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # hierarchical: leaf's path
 
 
 def _subsample(split: DatasetSplit, n: int, seed: int) -> DatasetSplit:
@@ -301,7 +303,13 @@ def load_task(name: str, budget: Budget, seed: int, root: Path, verify: bool = T
     unlabelled: list[str] = []
     if budget.use_unsup and "unsup" in spec.split_names:
         unlabelled = load_dataset(name, "unsup", root, verify).texts
-    return Splits(task, train, valid, test, sorted(labels), n_official, unlabelled, out_notes)
+    paths: dict[str, tuple[str, ...]] = {}
+    if spec.task == "hierarchical":  # each leaf's path, for the hierarchical baseline
+        for part in (sp["train"], sp["valid"], sp["test"]):
+            paths.update({y[-1]: tuple(y) for y in part.labels or []})
+    return Splits(
+        task, train, valid, test, sorted(labels), n_official, unlabelled, out_notes, paths
+    )
 
 
 # --------------------------------------------------------------------------- systems
@@ -454,6 +462,8 @@ def run_baseline(
         r = tfidf_baseline(*args, valid=valid, model="svm")
     elif system == "fasttext":
         r = fasttext_baseline(*args, valid=valid)
+    elif system == "hiclass":
+        return hiclass_baseline(data)
     elif system == "scratch":
         r = scratch_baseline(
             *args,
@@ -470,6 +480,26 @@ def run_baseline(
     times: dict[str, float | str] = {"fit": r.fit_s, "predict": r.predict_s}
     params = {k: v for k, v in r.params.items() if k != "encoder"}
     return SystemRun(system, scores, t, times, params)
+
+
+def hiclass_baseline(data: Splits) -> SystemRun:
+    """hiclass's LocalClassifierPerParentNode (TF-IDF + logistic regression per parent,
+    as benchmarks/hierarchical.py) on the same split, scored on its predicted leaf."""
+    if not data.paths:
+        raise SystemExit("hiclass: a hierarchical dataset only (e.g. newsgroups20)")
+    import hierarchical as HB  # benchmarks/hierarchical.py: the same features and model
+
+    assert data.train.labels is not None
+    train_paths = [data.paths[str(y)] for y in data.train.labels]
+    t0 = time.perf_counter()  # hiclass fits and predicts in one call here: one time
+    pred = HB.hiclass_lcppn((data.train.texts, train_paths), data.test.texts)
+    wall = time.perf_counter() - t0
+    col = {c: j for j, c in enumerate(data.classes)}
+    scores = np.zeros((len(data.test), len(data.classes)))
+    for i, path in enumerate(pred):
+        if path and path[-1] in col:
+            scores[i, col[path[-1]]] = 1.0
+    return SystemRun("hiclass", scores, None, {"fit": wall, "predict": "-"}, {})
 
 
 def score(data: Splits, run: SystemRun) -> dict[str, Any]:
