@@ -123,6 +123,18 @@ def test_the_sampler_draws_tasks_in_the_configured_proportions() -> None:
     assert task_order([5, 0, 3], "round_robin", 2.0, 0, 0) == [0, 2] * 4  # an empty task
 
 
+def test_mixed_batches_draw_documents_in_the_configured_proportions() -> None:
+    from ulmfit.tasks.multitask import mixed_draw, task_weights
+
+    a, b = np.arange(0, 300), np.arange(300, 400)  # 300 documents of one task, 100 of another
+    once = mixed_draw([a, b], 400, "proportional", 2.0, seed=0, epoch=0)
+    assert sorted(once.tolist()) == list(range(400))  # each document once
+    assert task_weights([300, 100], "round_robin", 2.0).tolist() == [0.5, 0.5]
+    for sampling, want in (("round_robin", 0.5), ("temperature", 3**0.5 / (3**0.5 + 1))):
+        drawn = np.concatenate([mixed_draw([a, b], 400, sampling, 2.0, 0, e) for e in range(50)])
+        assert abs(float((drawn < 300).mean()) - want) < 0.02, sampling
+
+
 def test_heads_of_every_kind_train_together_and_round_trip(toy_lm: Path, tmp_path: Path) -> None:
     texts, heads = toy(480, 0)
     test_texts, test_heads = toy(120, 1)
@@ -351,3 +363,12 @@ label_column = "labels"
     assert main([*bad_args, "--out-dir", str(tmp_path / "out2")]) == 2
     assert "bad.csv: line 41" in capsys.readouterr().err
     assert not (tmp_path / "out2" / "classifier").exists()
+
+
+def test_mixed_batching_trains_every_head(toy_lm: Path) -> None:
+    texts, heads = toy(480, 0)
+    test_texts, test_heads = toy(120, 1)
+    cfg = config(HeadSpec("sent"), HeadSpec("word"), batching="mixed", sampling="temperature")
+    mt = MultiTaskClassifier(toy_lm, cfg).fit(texts, heads_of(heads, "sent", "word"))
+    report = mt.evaluate(test_texts, heads_of(test_heads, "sent", "word"))
+    assert report["sent"]["accuracy"] >= 0.95 and report["word"]["accuracy"] >= 0.95

@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 MULTITASK_KIND = "multitask_classifier"
 HeadKind = Literal["multiclass", "multilabel", "hierarchical", "regression"]
 Sampling = Literal["proportional", "temperature", "round_robin"]
+Batching = Literal["per_task", "mixed"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,9 @@ class MultiTaskConfig:
     sampling: Sampling = "proportional"
     temperature: float = 2.0  # sampling "temperature": p_t ~ n_t ** (1 / temperature)
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    # per_task: each batch holds one task's documents (tasks ordered by the sampler);
+    # mixed: each batch mixes the tasks' documents in the sampler's proportions.
+    batching: Batching = "per_task"
 
     def __post_init__(self) -> None:
         names = [h.name for h in self.heads]
@@ -124,7 +128,43 @@ class MultiTaskConfig:
             raise ValueError(f"MultiTaskConfig.sampling: unknown {self.sampling!r}")
         if self.temperature <= 0:
             raise ValueError("MultiTaskConfig.temperature must be > 0")
+        if self.batching not in ("per_task", "mixed"):
+            raise ValueError(f"MultiTaskConfig.batching: unknown {self.batching!r}")
         object.__setattr__(self, "heads", tuple(self.heads))
+
+
+def task_weights(sizes: Sequence[int], sampling: str, temperature: float) -> np.ndarray:
+    """Each task's share of the batches (or, mixed, of the documents) an epoch draws."""
+    n = np.asarray(sizes, dtype=np.float64)
+    if sampling == "proportional":
+        w = n
+    elif sampling == "round_robin":
+        w = (n > 0).astype(np.float64)
+    else:
+        w = np.where(n > 0, n ** (1.0 / temperature), 0.0)
+    return w / w.sum()
+
+
+def mixed_draw(
+    members: Sequence[np.ndarray], n_docs: int, sampling: str, temperature: float, seed: int,
+    epoch: int,
+) -> np.ndarray:  # fmt: skip
+    """The documents one mixed epoch trains on (``members``: each task's documents).
+
+    ``proportional``: every labelled document once, shuffled. Otherwise ``n_docs`` draws
+    with replacement, a document's probability the sum over its tasks of the task's
+    share (:func:`task_weights`) divided by its number of documents.
+    """
+    rng = np.random.default_rng([seed, epoch, 11])
+    labelled = np.unique(np.concatenate([m for m in members if len(m)]))
+    if sampling == "proportional":
+        return rng.permutation(labelled)
+    share = task_weights([len(m) for m in members], sampling, temperature)
+    p = np.zeros(n_docs)
+    for m, w in zip(members, share, strict=True):
+        if len(m):
+            p[m] += w / len(m)
+    return rng.choice(n_docs, size=len(labelled), p=p / p.sum())
 
 
 def task_order(
@@ -187,15 +227,43 @@ class MultiTaskTask:
         self.model, self.batches, self.targets = model, batches, targets
         self.losses, self.weights, self.config = losses, weights, config
         self.evaluate_fn = evaluate_fn
+        self._docs: dict[int, np.ndarray] | None = None
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return self.model.layer_groups()
 
+    def _mixed(self, epoch: int) -> ClassificationBatches:
+        """One mixed epoch's batches: the sampler's documents, sortish-batched together."""
+        cfg, first = self.config, self.batches[0]
+        if self._docs is None:  # every task's documents by position, once
+            self._docs = {}
+            for b in self.batches:
+                assert b.targets is not None
+                self._docs.update(zip(b.targets.tolist(), b.docs, strict=True))
+        members = [np.asarray(b.targets) for b in self.batches]  # each task's doc positions
+        seed = cfg.classifier.train.seed
+        n_docs = max(self._docs) + 1
+        idx = mixed_draw(members, n_docs, cfg.sampling, cfg.temperature, seed, epoch)
+        return ClassificationBatches(
+            [self._docs[int(i)] for i in idx],
+            idx.astype(np.int64),
+            first.bs,
+            train=True,
+            seed=seed,
+            pad_id=first.pad_id,
+            device=first.device,
+        )
+
     def n_batches(self, epoch: int) -> int:
+        if self.config.batching == "mixed":
+            return len(self._mixed(epoch)) // distributed.current().world_size
         return sum(len(b) for b in self.batches) // distributed.current().world_size
 
     def _epoch(self, epoch: int) -> Iterator[ClsBatch]:
         cfg = self.config
+        if cfg.batching == "mixed":
+            yield from self._mixed(epoch).batches(epoch)
+            return
         seed = cfg.classifier.train.seed
         sizes = [len(b) for b in self.batches]
         # Each task's own batches, reshuffled each time a task runs out (temperature and
@@ -714,5 +782,7 @@ __all__ = [
     "MultiTaskConfig",
     "is_multitask_dir",
     "masked_loss",
+    "mixed_draw",
     "task_order",
+    "task_weights",
 ]

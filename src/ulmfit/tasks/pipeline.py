@@ -39,7 +39,7 @@ from ulmfit.tasks.classify import (
     ensemble_thresholds,
 )
 from ulmfit.tasks.heads import HierarchyConfig
-from ulmfit.tasks.multitask import HeadKind, Sampling
+from ulmfit.tasks.multitask import Batching, HeadKind, Sampling
 from ulmfit.tasks.train_lm import LMStageConfig, train_language_model
 from ulmfit.training import distributed
 
@@ -87,6 +87,7 @@ class MultiTaskOptions:
 
     sampling: Sampling = "proportional"  # proportional | temperature | round_robin
     temperature: float = 2.0  # temperature sampling: p ~ n ** (1 / temperature)
+    batching: Batching = "per_task"  # per_task (one task a batch) | mixed (tasks mixed)
 
 
 @dataclass(frozen=True)
@@ -431,8 +432,9 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
         )
         for t in cfg.tasks
     )
+    options = cfg.multitask
     mt_cfg = MultiTaskConfig(
-        specs, cfg.multitask.sampling, cfg.multitask.temperature, cfg.classifier
+        specs, options.sampling, options.temperature, cfg.classifier, options.batching
     )
     clf = MultiTaskClassifier(finetuned, mt_cfg)
     clf.fit(texts, labels, valid=valid_set, log_dir=out / "classifier_logs")
