@@ -372,3 +372,41 @@ def test_mixed_batching_trains_every_head(toy_lm: Path) -> None:
     mt = MultiTaskClassifier(toy_lm, cfg).fit(texts, heads_of(heads, "sent", "word"))
     report = mt.evaluate(test_texts, heads_of(test_heads, "sent", "word"))
     assert report["sent"]["accuracy"] >= 0.95 and report["word"]["accuracy"] >= 0.95
+
+
+def test_the_server_answers_every_head_from_one_pass(toy_lm: Path) -> None:
+    """``create_app`` with a multi-task model: /predict gives each head's labels (as
+    ``predict`` decides them), /info the heads, /explain a clear refusal."""
+    import time
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from ulmfit.serve.app import create_app
+    from ulmfit.serve.config import ServeConfig
+
+    texts, heads = toy(240, 0)
+    cfg = config(
+        HeadSpec("sent"), HeadSpec("tags", kind="multilabel"), HeadSpec("very", kind="regression")
+    )
+    mt = MultiTaskClassifier(toy_lm, cfg).fit(texts, heads_of(heads, "sent", "tags", "very"))
+    probe, _ = toy(5, 3)
+    with TestClient(create_app(lambda: mt, ServeConfig())) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        info = client.get("/info").json()
+        assert info["task"] == "multitask" and set(info["heads"]) == {"sent", "tags", "very"}
+        body = client.post("/predict", json={"inputs": probe}).json()
+        want = mt.predict(probe)
+        assert [r["sent"][0]["label"] for r in body] == want["sent"]
+        assert [sorted(x["label"] for x in r["tags"]) for r in body] == [
+            sorted(t) for t in want["tags"]
+        ]
+        assert [r["very"][0]["score"] for r in body] == pytest.approx(want["very"], abs=1e-5)
+        one = client.post("/predict", json={"inputs": probe[0]}).json()
+        assert set(one) == {"sent", "tags", "very"}
+        refused = client.post("/explain", json={"inputs": probe[0]})
+        assert refused.status_code == 422 and "multi-task" in refused.json()["error"]
+        assert len(client.post("/embed", json={"inputs": probe}).json()) == 5

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ulmfit.tasks.classify import TextClassifier
+    from ulmfit.tasks.heads import Head
+    from ulmfit.tasks.multitask import MultiTaskClassifier
 
 log = logging.getLogger(__name__)
 
@@ -126,21 +128,22 @@ class _State:
     """The loaded model(s), filled in by a background thread at startup."""
 
     def __init__(self) -> None:
-        self.clf: TextClassifier | None = None  # answers /predict (maybe int8)
-        self.float_clf: TextClassifier | None = None  # gradients for /explain
+        self.clf: TextClassifier | MultiTaskClassifier | None = None  # answers /predict
+        self.float_clf: TextClassifier | MultiTaskClassifier | None = None  # for /explain
         self.error: str | None = None
         self.ready = threading.Event()
 
 
 def create_app(
-    load: "Callable[[], TextClassifier]",
+    load: "Callable[[], TextClassifier | MultiTaskClassifier]",
     config: ServeConfig | None = None,
-    load_float: "Callable[[], TextClassifier] | None" = None,
+    load_float: "Callable[[], TextClassifier | MultiTaskClassifier] | None" = None,
     freeze_gc: bool = False,
 ) -> "FastAPI":
     """The app. ``load`` builds the classifier (run in a thread at startup, so ``/health``
     answers 503 meanwhile); ``load_float`` a float copy for ``/explain`` where ``load``
-    gives an int8 one (default: the same object). ``freeze_gc``: once loaded, exempt the
+    gives an int8 one (default: the same object). A multi-task model answers /predict
+    with each head's labels from one encoder pass. ``freeze_gc``: once loaded, exempt the
     process's objects from garbage collection passes (a server process; not a test's)."""
     import torch
     from fastapi import FastAPI, Request
@@ -157,6 +160,7 @@ def create_app(
 
     from ulmfit import __version__
     from ulmfit.serve.explain import explain
+    from ulmfit.tasks.multitask import MultiTaskClassifier
 
     cfg = config or ServeConfig()
     state = _State()
@@ -175,12 +179,18 @@ def create_app(
     )  # fmt: skip
     m_queue = Gauge("ulmfit_queue_depth", "Documents waiting for the model", registry=registry)
 
-    def predict_batch(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def predict_batch(texts: list[str]) -> list[Any]:
+        """Each document's (logits, probabilities); a multi-task model's: a dict of them
+        by head, from one encoder pass."""
         clf = state.clf
         assert clf is not None
+        m_batch.observe(len(texts))
+        if isinstance(clf, MultiTaskClassifier):
+            z = clf.predict_logits(texts)
+            p = {n: clf.heads[n].probs(torch.from_numpy(v)).numpy() for n, v in z.items()}
+            return [{n: (z[n][i], p[n][i]) for n in z} for i in range(len(texts))]
         logits = clf.predict_logits(texts)
         probs = clf.head.probs(torch.from_numpy(logits)).numpy()
-        m_batch.observe(len(texts))
         return list(zip(logits, probs, strict=True))
 
     batcher = MicroBatcher(predict_batch, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
@@ -223,7 +233,7 @@ def create_app(
     app.state.ulmfit = state
     app.state.batcher = batcher
 
-    def model() -> "TextClassifier":
+    def model() -> "TextClassifier | MultiTaskClassifier":
         if not state.ready.is_set():
             raise ApiError(503, "the model is loading", "Unhealthy")
         if state.clf is None:
@@ -271,7 +281,17 @@ def create_app(
             raise ApiError(429, f"server busy: {e}; retry later", "Overloaded") from e
         finally:
             m_queue.set(batcher.stats.queued_docs)
-        out = [_labels(clf, logits, probs, req.top_k, req.raw_scores) for logits, probs in rows]
+        k, raw = req.top_k, req.raw_scores
+        if isinstance(clf, MultiTaskClassifier):  # {head: [{"label", "score"}]} a document
+            out: list[Any] = [
+                {
+                    n: _labels(clf.heads[n], clf.thresholds.get(n), z, p, k, raw)
+                    for n, (z, p) in r.items()
+                }
+                for r in rows
+            ]
+        else:
+            out = [_labels(clf.head, clf.thresholds, z, p, k, raw) for z, p in rows]
         return JSONResponse(out[0] if single else out)
 
     @app.post("/embed", response_class=JSONResponse)
@@ -285,6 +305,10 @@ def create_app(
     async def explain_route(req: ExplainRequest) -> Any:
         model()
         clf = state.float_clf
+        if isinstance(clf, MultiTaskClassifier):
+            raise ApiError(
+                422, "/explain is for single-head models, not multi-task ones", "Validation"
+            )
         assert clf is not None and clf.labels is not None
         if req.label is not None and req.label not in clf.labels.classes:
             raise ApiError(
@@ -297,7 +321,7 @@ def create_app(
         )
         rows = await batcher.submit([req.inputs])
         out = result.to_dict()
-        out["scores"] = _labels(clf, rows[0][0], rows[0][1], None, False, every=True)
+        out["scores"] = _labels(clf.head, clf.thresholds, rows[0][0], rows[0][1], None, False, True)
         out["task"] = clf.config.task
         return out
 
@@ -311,6 +335,19 @@ def create_app(
         clf = model()
         assert clf.model is not None and clf.labels is not None
         mc = clf.model.config
+        if isinstance(clf, MultiTaskClassifier):
+            heads = {
+                n: {"task": h.task, "labels": list(clf.labels[n].classes)}
+                for n, h in clf.heads.items()
+            }
+            return {
+                "version": __version__,
+                "backbone": mc.encoder.kind,
+                "task": "multitask",
+                "heads": heads,
+                "max_len": mc.max_len,
+                "max_inputs": cfg.max_inputs,
+            }
         return {
             "version": __version__,
             "backbone": mc.encoder.kind,
@@ -338,25 +375,25 @@ def create_app(
 
 
 def _labels(
-    clf: "TextClassifier",
+    head: "Head",
+    thresholds: np.ndarray | None,
     logits: np.ndarray,
     probs: np.ndarray,
     top_k: int | None,
     raw: bool,
     every: bool = False,
 ) -> list[dict[str, Any]]:
-    """One document's answer: ``[{"label", "score"}]`` best first."""
-    assert clf.labels is not None
-    classes = clf.labels.classes
+    """One document's answer from one head: ``[{"label", "score"}]`` best first."""
+    classes = head.labels.classes
     order = np.argsort(-probs, kind="stable")
     if every:
         chosen = list(order)
     elif top_k is not None:
         chosen = list(order[:top_k])
-    elif clf.config.task == "multiclass":
+    elif head.task == "multiclass":
         chosen = list(order)
     else:  # multilabel, hierarchical: the labels its decoding picks, best first
-        picked = clf.head.chosen(probs[None], clf.thresholds)[0]
+        picked = head.chosen(probs[None], thresholds)[0]  # regression: its one value
         chosen = [j for j in order if picked[j]]
     scores = logits if raw else probs
     return [{"label": classes[j], "score": float(scores[j])} for j in chosen]
@@ -376,7 +413,17 @@ def serve(
 
     from ulmfit.checkpoint import read_config
     from ulmfit.tasks.classify import CLASSIFIER_KIND, TextClassifier
+    from ulmfit.tasks.multitask import MultiTaskClassifier, is_multitask_dir
 
+    if is_multitask_dir(model_dir):
+        if onnx is not None or int8:
+            raise ValueError(
+                f"{model_dir}: a multi-task model is served in float32 (no --int8, --onnx)"
+            )
+        app = create_app(lambda: MultiTaskClassifier.load(model_dir), config, freeze_gc=True)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
+                    timeout_graceful_shutdown=30)  # fmt: skip
+        return
     read_config(Path(model_dir), CLASSIFIER_KIND)  # a wrong directory fails now, not later
 
     if onnx is not None and int8:

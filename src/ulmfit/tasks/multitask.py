@@ -633,6 +633,13 @@ class MultiTaskClassifier:
             return {n: np.zeros((0, len(self.labels[n])), dtype=np.float32) for n in self.labels}
         return self._scores(self._batches(texts, bs), raw=False)
 
+    def predict_logits(self, texts: Sequence[str], bs: int | None = None) -> dict[str, np.ndarray]:
+        """Each head's ``(N, C)`` raw scores, one encoder pass."""
+        self._check_fitted()
+        if not texts:
+            return {n: np.zeros((0, len(self.labels[n])), dtype=np.float32) for n in self.labels}
+        return self._scores(self._batches(texts, bs), raw=True)
+
     def predict(self, texts: Sequence[str], bs: int | None = None) -> dict[str, list[Any]]:
         """Each head's decisions (labels, label lists, paths or values)."""
         probs = self.predict_proba(texts, bs)
