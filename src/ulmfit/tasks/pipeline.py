@@ -101,9 +101,8 @@ class PipelineConfig:
     finetune_lm: LMStageConfig = field(default_factory=LMStageConfig)  # stage 2 settings
     data: LabelledDataConfig = field(default_factory=LabelledDataConfig)
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
-    # Several heads on one encoder ([[tasks]] tables; each with its own data): stage 3 is
-    # then multi-task and [data] gives only the unlabelled text, if any.
-    tasks: tuple[TaskDataConfig, ...] = ()
+    # Stage 3 is then multi-task, and [data] gives only the unlabelled text, if any.
+    tasks: tuple[TaskDataConfig, ...] = ()  # several heads on one encoder: [[tasks]] tables
     multitask: MultiTaskOptions = field(default_factory=MultiTaskOptions)
 
 
