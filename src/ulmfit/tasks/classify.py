@@ -649,13 +649,7 @@ class TextClassifier:
         model, labels, vocab, tok_cfg = self.model, self.labels, self.vocab, self.tokenizer_config
 
         def fill(tmp: Path) -> None:
-            digests = save_weights(tmp / WEIGHTS_FILE, model)
-            vocab.save(tmp / VOCAB_FILE)
-            target = tokenizer_path(tmp, tok_cfg.kind)
-            if self.spm_model is not None and target is not None:
-                import shutil
-
-                shutil.copyfile(self.spm_model, target)
+            digests = write_model_files(tmp, model, vocab, tok_cfg, self.spm_model)
             body = {
                 "model": model.config.to_dict(),
                 "tokenizer": tok_cfg.to_dict(),
@@ -747,6 +741,21 @@ def ensemble_predict_proba(
         if c.labels is None or first is None or c.labels.classes != first.classes:
             raise ValueError("ensembled classifiers must share the same labels in the same order")
     return np.mean([c.predict_proba(texts, bs) for c in classifiers], axis=0)
+
+
+def write_model_files(
+    out: Path, model: nn.Module, vocab: Vocab, tok_cfg: TokenizerConfig, spm_model: Path | None
+) -> dict[str, str]:
+    """A classifier directory's weights, vocabulary and (subword) tokenizer model; the
+    weights' digests (for config.json)."""
+    digests = save_weights(out / WEIGHTS_FILE, model)
+    vocab.save(out / VOCAB_FILE)
+    target = tokenizer_path(out, tok_cfg.kind)
+    if spm_model is not None and target is not None:
+        import shutil
+
+        shutil.copyfile(spm_model, target)
+    return digests
 
 
 def labels_from_dict(d: dict[str, Any]) -> LabelEncoder | HierarchicalLabels:

@@ -45,7 +45,6 @@ from ulmfit.checkpoint import (
     CheckpointError,
     load_weights,
     read_config,
-    save_weights,
     tokenizer_path,
     write_config,
     write_dir_atomically,
@@ -63,6 +62,7 @@ from ulmfit.tasks.classify import (
     check_finite,
     labels_from_dict,
     stretch_stages,
+    write_model_files,
 )
 from ulmfit.tasks.heads import (
     Head,
@@ -131,6 +131,18 @@ class MultiTaskConfig:
         if self.batching not in ("per_task", "mixed"):
             raise ValueError(f"MultiTaskConfig.batching: unknown {self.batching!r}")
         object.__setattr__(self, "heads", tuple(self.heads))
+
+
+def label_space(
+    kind: str, name: str, labels: Sequence[Any], label_sep: str | None, taxonomy: str | None
+) -> Any:
+    """A head's label space from its labels: classes, taxonomy nodes or one value."""
+    if kind == "regression":
+        return RegressionLabels(name)
+    if kind == "hierarchical":
+        tax = Taxonomy.read(taxonomy) if taxonomy else None
+        return HierarchicalLabels.fit(labels, label_sep, tax)
+    return LabelEncoder.fit(labels, kind)  # type: ignore[arg-type]
 
 
 def task_weights(sizes: Sequence[int], sampling: str, temperature: float) -> np.ndarray:
@@ -354,12 +366,7 @@ class MultiTaskClassifier:
 
     def _label_space(self, spec: HeadSpec, labels: Sequence[Any]) -> Any:
         given = [y for y in labels if y is not None]
-        if spec.kind == "regression":
-            return RegressionLabels(spec.name)
-        if spec.kind == "hierarchical":
-            tax = Taxonomy.read(spec.taxonomy) if spec.taxonomy else None
-            return HierarchicalLabels.fit(given, spec.label_sep, tax)
-        return LabelEncoder.fit(given, spec.kind)
+        return label_space(spec.kind, spec.name, given, spec.label_sep, spec.taxonomy)
 
     def _make_head(self, spec: HeadSpec, labels: Any) -> Head:
         c = self.config.classifier
@@ -693,13 +700,7 @@ class MultiTaskClassifier:
         assert model is not None and vocab is not None and tok_cfg is not None
 
         def fill(tmp: Path) -> None:
-            digests = save_weights(tmp / WEIGHTS_FILE, model)
-            vocab.save(tmp / VOCAB_FILE)
-            target = tokenizer_path(tmp, tok_cfg.kind)
-            if self.spm_model is not None and target is not None:
-                import shutil
-
-                shutil.copyfile(self.spm_model, target)
+            digests = write_model_files(tmp, model, vocab, tok_cfg, self.spm_model)
             t = self.thresholds
             heads = [
                 {

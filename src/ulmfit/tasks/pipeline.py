@@ -467,14 +467,9 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
 
 def _task_space(task: TaskDataConfig, labels: list[Any]) -> Any:
     """A task's label space from its training labels (regression: numbers)."""
-    from ulmfit.tasks.heads import RegressionLabels
+    from ulmfit.tasks.multitask import label_space
 
-    if task.kind == "regression":
-        return RegressionLabels(task.name)
-    if task.kind == "hierarchical":
-        tax = Taxonomy.read(task.taxonomy) if task.taxonomy else None
-        return HierarchicalLabels.fit(labels, task.label_sep, tax)
-    return LabelEncoder.fit(labels, task.kind)
+    return label_space(task.kind, task.name, labels, task.label_sep, task.taxonomy)
 
 
 def _label_space(cfg: PipelineConfig, labels: list[Any]) -> LabelEncoder | HierarchicalLabels:
