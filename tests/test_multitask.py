@@ -123,6 +123,33 @@ def test_the_sampler_draws_tasks_in_the_configured_proportions() -> None:
     assert task_order([5, 0, 3], "round_robin", 2.0, 0, 0) == [0, 2] * 4  # an empty task
 
 
+@pytest.mark.parametrize("batching", ["per_task", "mixed"])
+def test_an_epoch_draws_each_tasks_own_documents(batching: str) -> None:
+    """Two tasks on disjoint documents: a per-task epoch has each task's batches, made of
+    that task's documents only; a mixed one covers every document once."""
+    from ulmfit.data.classification import ClassificationBatches
+    from ulmfit.tasks.multitask import MultiTaskTask
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(5, 20, size=int(rng.integers(1, 30))) for _ in range(130)]
+    parts = [np.arange(0, 100), np.arange(100, 130)]  # task 0: 100 documents, task 1: 30
+    batches = [
+        ClassificationBatches([docs[i] for i in p], p, 8, train=True, seed=k)
+        for k, p in enumerate(parts)
+    ]
+    cfg = config(HeadSpec("a"), HeadSpec("b"), batching=batching)
+    task = MultiTaskTask(None, batches, {}, {}, {}, cfg, None)  # type: ignore[arg-type]
+    for epoch in range(2):
+        seen = [b.y.numpy() for b in task.train_batches(epoch, 0)]  # type: ignore[union-attr]
+        assert len(seen) == task.n_batches(epoch)
+        if batching == "per_task":
+            owners = [int(ids[0] >= 100) for ids in seen]
+            assert all(((ids >= 100) == bool(o)).all() for ids, o in zip(seen, owners, strict=True))
+            assert owners.count(0) == len(batches[0]) and owners.count(1) == len(batches[1])
+        else:
+            assert sorted(np.concatenate(seen).tolist()) == list(range(130))
+
+
 def test_mixed_batches_draw_documents_in_the_configured_proportions() -> None:
     from ulmfit.tasks.multitask import mixed_draw, task_weights
 

@@ -223,6 +223,14 @@ def masked_loss(loss_fn: nn.Module, logits: Tensor, target: _Targets, ids: Tenso
     return loss
 
 
+def _endless(batches: ClassificationBatches, epoch: int) -> Iterator[ClsBatch]:
+    """One task's batches for an epoch, reshuffled and repeated when they run out. (A
+    function, not a generator expression in a comprehension: that would read the loop
+    variable late and give every task the last task's batches.)"""
+    for k in itertools.count():
+        yield from batches.batches(epoch * 1000 + k)
+
+
 class MultiTaskTask:
     """Stage 3 with several heads, as a :class:`~ulmfit.training.loop.Task`."""
 
@@ -280,10 +288,7 @@ class MultiTaskTask:
         sizes = [len(b) for b in self.batches]
         # Each task's own batches, reshuffled each time a task runs out (temperature and
         # round-robin may draw a small task more often than it has batches).
-        streams = [
-            itertools.chain.from_iterable(b.batches(epoch * 1000 + k) for k in itertools.count())
-            for b in self.batches
-        ]
+        streams = [_endless(b, epoch) for b in self.batches]
         for t in task_order(sizes, cfg.sampling, cfg.temperature, seed, epoch):
             yield next(streams[t])
 
