@@ -142,6 +142,122 @@ class ClassifierTrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def train_in_stages(
+    task: Any,
+    model: nn.Module,
+    cfg: ClassifierTrainConfig,
+    log_dir: str | Path | None,
+    history: list[dict[str, Any]],
+    score_of: Callable[[dict[str, Any]], tuple[float, ...]] | None,
+    what: str,
+) -> None:
+    """Stage 3's gradual unfreezing through the one loop, for any classifier task.
+
+    Each of ``cfg.stages`` (the last lengthened to ``cfg.min_steps``) trains its top layer
+    groups; every epoch's row goes to ``history``. ``score_of(row)`` ranks epochs (higher
+    is better; ``what`` names it in the log); the best epoch's weights are restored at
+    the end, and ``cfg.early_stopping`` epochs without improvement stop training.
+    Without ``score_of`` (no validation data) every epoch would tie: the last is kept.
+    """
+    best: dict[str, Any] = {"score": None, "state": None, "bad": 0, "epoch": -1}
+    if score_of is None and cfg.early_stopping:
+        log.warning("early_stopping=%d ignored: no validation data", cfg.early_stopping)
+
+    def on_epoch_end(row: dict[str, Any]) -> bool:
+        history.append(row)
+        if score_of is None:
+            return False
+        score = score_of(row)
+        if best["score"] is None or score > best["score"]:
+            state = copy.deepcopy(model.state_dict())
+            best.update(score=score, state=state, bad=0, epoch=len(history) - 1)
+        else:
+            best["bad"] += 1
+        return bool(cfg.early_stopping and best["bad"] >= cfg.early_stopping)
+
+    # Optimiser steps: the loop steps every grad_accum batches and at each epoch's end.
+    steps_per_epoch = -(-task.n_batches(0) // cfg.train.grad_accum)
+    stages = stretch_stages(cfg.stages, steps_per_epoch, cfg.min_steps)
+    if stages != cfg.stages:
+        log.info(
+            "min_steps=%d: last stage lengthened to %d epochs (%d steps an epoch)",
+            cfg.min_steps,
+            stages[-1].epochs,
+            steps_per_epoch,
+        )
+    for i, stage in enumerate(stages):
+        n_groups = len(model.layer_groups())  # type: ignore[operator]
+        trainable = n_groups if stage.groups <= 0 else min(stage.groups, n_groups)
+        log.info(
+            "stage %d: top %d of %d groups, %d epoch(s), lr %g",
+            i,
+            trainable,
+            n_groups,
+            stage.epochs,
+            stage.lr,
+        )
+        state = fit(
+            task,
+            cfg.train.replace(epochs=stage.epochs, lr=stage.lr),
+            Path(log_dir) / f"stage{i}" if log_dir else None,
+            trainable_groups=trainable,
+            save_checkpoints=False,
+            on_epoch_end=on_epoch_end,
+        )
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if cfg.early_stopping and best["bad"] >= cfg.early_stopping:
+            log.info("early stopping after stage %d", i)
+            break
+        if not state.finished:
+            break
+    if best["state"] is not None:
+        log.info("keeping epoch %d (%s %.4f)", best["epoch"], what, best["score"][0])
+        model.load_state_dict(best["state"])
+
+
+def token_ids(
+    tok: Any, vocab: Vocab, texts: Sequence[str], n_workers: int, backwards: bool
+) -> list[np.ndarray]:
+    """Each text's token ids (``xxbos`` first; reversed for a backward model);
+    ``n_workers`` > 1 tokenises in that many processes."""
+    token_lists = (
+        tok.tokenize_many(texts, n_workers=n_workers) if n_workers > 1 else map(tok, texts)
+    )
+    docs = [vocab.numericalize(t) for t in token_lists]
+    return [d[::-1].copy() for d in docs] if backwards else docs
+
+
+def load_encoder(model: nn.Module, lm: nn.Module) -> None:
+    """The language model's encoder weights into ``model.encoder``: stage 3 starts from
+    stage 2."""
+    prefix = "encoder."
+    state = {k[len(prefix) :]: v for k, v in lm.state_dict().items() if k.startswith(prefix)}
+    model.encoder.load_state_dict(state)  # type: ignore[union-attr]
+
+
+class NoCarryTask:
+    """What a classifier task tells the loop that a language model's would not: no state
+    carried between batches, no files of its own (the classifier saves its best epoch)."""
+
+    evaluate_fn: Any = None
+
+    def init_carry(self) -> None:
+        return None
+
+    def evaluate(self) -> dict[str, float]:
+        return self.evaluate_fn() if self.evaluate_fn is not None else {}
+
+    def save_files(self, model_dir: Path) -> None:
+        pass
+
+    def carry_to_tensors(self, carry: Any) -> dict[str, Tensor]:
+        return {}
+
+    def carry_from_tensors(self, tensors: Mapping[str, Tensor]) -> Any:
+        return None
+
+
 def stretch_stages(
     stages: Sequence[UnfreezeStage], steps_per_epoch: int, min_steps: int
 ) -> tuple[UnfreezeStage, ...]:
@@ -160,7 +276,7 @@ def stretch_stages(
     return (*stages[:-1], dataclasses.replace(stages[-1], epochs=epochs))
 
 
-class ClassifierTask:
+class ClassifierTask(NoCarryTask):
     """Stage 3 as a :class:`~ulmfit.training.loop.Task` for the shared loop."""
 
     def __init__(
@@ -195,9 +311,6 @@ class ClassifierTask:
         mine = itertools.islice(self.train.batches(epoch), info.rank, None, info.world_size)
         return itertools.islice(mine, start, n)
 
-    def init_carry(self) -> None:
-        return None
-
     def train_step(self, model: nn.Module, batch: ClsBatch, carry: Any) -> StepOutput:
         out = model(batch.x, batch.lengths)
         assert batch.y is not None
@@ -209,18 +322,6 @@ class ClassifierTask:
         )
         n = batch.x.size(0)
         return StepOutput(loss + reg, None, {"loss": loss.detach() * n}, n)
-
-    def evaluate(self) -> dict[str, float]:
-        return self.evaluate_fn() if self.evaluate_fn is not None else {}
-
-    def save_files(self, model_dir: Path) -> None:  # the classifier saves its best epoch itself
-        pass
-
-    def carry_to_tensors(self, carry: Any) -> dict[str, Tensor]:
-        return {}
-
-    def carry_from_tensors(self, tensors: Mapping[str, Tensor]) -> Any:
-        return None
 
 
 class TextClassifier:
@@ -251,15 +352,8 @@ class TextClassifier:
     def numericalize(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids of each text (``xxbos`` first; reversed for a backward model)."""
         assert self.vocab is not None
-        tok = self._tok()
-        workers = self.config.n_workers
-        token_lists = (
-            tok.tokenize_many(texts, n_workers=workers) if workers > 1 else map(tok, texts)
-        )
-        docs = [self.vocab.numericalize(t) for t in token_lists]
-        if self.config.backwards:
-            docs = [d[::-1].copy() for d in docs]
-        return docs
+        cfg = self.config
+        return token_ids(self._tok(), self.vocab, texts, cfg.n_workers, cfg.backwards)
 
     @property
     def head(self) -> Head:
@@ -412,12 +506,7 @@ class TextClassifier:
             else (),
         )
         model = TextClassifierModel(model_cfg)
-        enc_state = {
-            k[len("encoder.") :]: v
-            for k, v in lm.model.state_dict().items()
-            if k.startswith("encoder.")
-        }
-        model.encoder.load_state_dict(enc_state)
+        load_encoder(model, lm.model)
         self.model = model.to(device)
 
         train_docs = self.numericalize(train_texts)
@@ -451,66 +540,16 @@ class TextClassifier:
         )
         # The best epoch: the higher metric, ties broken by the lower validation loss
         # (micro-F1 at 0.5 can stay 0 for several epochs while the model improves).
-        # Without validation data every epoch would tie: the last one is kept instead.
         key = head.select_key
-        best: dict[str, Any] = {"score": None, "state": None, "bad": 0, "epoch": -1}
-        if valid_b is None and cfg.early_stopping:
-            log.warning("early_stopping=%d ignored: no validation data", cfg.early_stopping)
-
-        def on_epoch_end(row: dict[str, Any]) -> bool:
-            self.history.append(row)
-            if valid_b is None:
-                return False
-            score = (row[key], -row["valid_loss"])
-            if best["score"] is None or score > best["score"]:
-                state = copy.deepcopy(model.state_dict())
-                best.update(score=score, state=state, bad=0, epoch=len(self.history) - 1)
-            else:
-                best["bad"] += 1
-            return bool(cfg.early_stopping and best["bad"] >= cfg.early_stopping)
-
-        # Optimiser steps: the loop steps every grad_accum batches and at each epoch's end.
-        steps_per_epoch = -(-task.n_batches(0) // cfg.train.grad_accum)
-        stages = stretch_stages(cfg.stages, steps_per_epoch, cfg.min_steps)
-        if stages != cfg.stages:
-            log.info(
-                "min_steps=%d: last stage lengthened to %d epochs (%d steps an epoch)",
-                cfg.min_steps,
-                stages[-1].epochs,
-                steps_per_epoch,
-            )
-        stopped = False
-        for i, stage in enumerate(stages):
-            n_groups = len(model.layer_groups())
-            trainable = n_groups if stage.groups <= 0 else min(stage.groups, n_groups)
-            log.info(
-                "stage %d: top %d of %d groups, %d epoch(s), lr %g",
-                i,
-                trainable,
-                n_groups,
-                stage.epochs,
-                stage.lr,
-            )
-            stage_cfg = cfg.train.replace(epochs=stage.epochs, lr=stage.lr)
-            stage_dir = Path(log_dir) / f"stage{i}" if log_dir else None
-            state = fit(
-                task,
-                stage_cfg,
-                stage_dir,
-                trainable_groups=trainable,
-                save_checkpoints=False,
-                on_epoch_end=on_epoch_end,
-            )
-            for p in model.parameters():
-                p.requires_grad_(True)
-            if cfg.early_stopping and best["bad"] >= cfg.early_stopping:
-                log.info("early stopping after stage %d", i)
-                stopped = True
-            if stopped or not state.finished:
-                break
-        if best["state"] is not None:
-            log.info("keeping epoch %d (%s %.4f)", best["epoch"], key, best["score"][0])
-            model.load_state_dict(best["state"])
+        train_in_stages(
+            task,
+            model,
+            cfg,
+            log_dir,
+            self.history,
+            (lambda row: (row[key], -row["valid_loss"])) if valid_b is not None else None,
+            key,
+        )
         if head.tuned and valid_b is not None and y_valid is not None:
             distributed.broadcast_buffers(model)
             probs, _ = self._probs(valid_b, None, shard=True)

@@ -25,7 +25,6 @@ A model with one head is :class:`~ulmfit.tasks.classify.TextClassifier`, unchang
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import logging
@@ -59,9 +58,12 @@ from ulmfit.models.multihead import HeadShape, MultiHeadConfig, MultiHeadModel
 from ulmfit.tasks import metrics as M
 from ulmfit.tasks.classify import (
     ClassifierTrainConfig,
+    NoCarryTask,
     check_finite,
     labels_from_dict,
-    stretch_stages,
+    load_encoder,
+    token_ids,
+    train_in_stages,
     write_model_files,
 )
 from ulmfit.tasks.heads import (
@@ -75,7 +77,7 @@ from ulmfit.text.tokenize import TokenizerConfig, get_tokenizer
 from ulmfit.text.vocab import Vocab
 from ulmfit.training import distributed
 from ulmfit.training.device import pick_device, seed_everything
-from ulmfit.training.loop import StepOutput, fit
+from ulmfit.training.loop import StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +233,7 @@ def _endless(batches: ClassificationBatches, epoch: int) -> Iterator[ClsBatch]:
         yield from batches.batches(epoch * 1000 + k)
 
 
-class MultiTaskTask:
+class MultiTaskTask(NoCarryTask):
     """Stage 3 with several heads, as a :class:`~ulmfit.training.loop.Task`."""
 
     def __init__(
@@ -248,12 +250,16 @@ class MultiTaskTask:
         self.losses, self.weights, self.config = losses, weights, config
         self.evaluate_fn = evaluate_fn
         self._docs: dict[int, np.ndarray] | None = None
+        self._mixed_epoch: tuple[int, ClassificationBatches] | None = None
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return self.model.layer_groups()
 
     def _mixed(self, epoch: int) -> ClassificationBatches:
-        """One mixed epoch's batches: the sampler's documents, sortish-batched together."""
+        """One mixed epoch's batches: the sampler's documents, sortish-batched together
+        (drawn once an epoch: the loop asks for their number more than once)."""
+        if self._mixed_epoch is not None and self._mixed_epoch[0] == epoch:
+            return self._mixed_epoch[1]
         cfg, first = self.config, self.batches[0]
         if self._docs is None:  # every task's documents by position, once
             self._docs = {}
@@ -264,7 +270,7 @@ class MultiTaskTask:
         seed = cfg.classifier.train.seed
         n_docs = max(self._docs) + 1
         idx = mixed_draw(members, n_docs, cfg.sampling, cfg.temperature, seed, epoch)
-        return ClassificationBatches(
+        batches = ClassificationBatches(
             [self._docs[int(i)] for i in idx],
             idx.astype(np.int64),
             first.bs,
@@ -273,6 +279,8 @@ class MultiTaskTask:
             pad_id=first.pad_id,
             device=first.device,
         )
+        self._mixed_epoch = (epoch, batches)
+        return batches
 
     def n_batches(self, epoch: int) -> int:
         if self.config.batching == "mixed":
@@ -297,9 +305,6 @@ class MultiTaskTask:
         mine = itertools.islice(self._epoch(epoch), info.rank, None, info.world_size)
         return itertools.islice(mine, start, self.n_batches(epoch))
 
-    def init_carry(self) -> None:
-        return None
-
     def train_step(self, model: nn.Module, batch: ClsBatch, carry: Any) -> StepOutput:
         logits, out, _ = model(batch.x, batch.lengths)
         assert batch.y is not None  # the documents' positions: the targets are looked up
@@ -315,18 +320,6 @@ class MultiTaskTask:
         logged = {f"loss_{k}": v.detach() * n for k, v in parts.items()}
         logged["loss"] = torch.as_tensor(loss).detach() * n
         return StepOutput(loss + reg, None, logged, n)  # type: ignore[arg-type]
-
-    def evaluate(self) -> dict[str, float]:
-        return self.evaluate_fn() if self.evaluate_fn is not None else {}
-
-    def save_files(self, model_dir: Path) -> None:
-        pass
-
-    def carry_to_tensors(self, carry: Any) -> dict[str, Tensor]:
-        return {}
-
-    def carry_from_tensors(self, tensors: Mapping[str, Tensor]) -> Any:
-        return None
 
 
 class MultiTaskClassifier:
@@ -359,10 +352,8 @@ class MultiTaskClassifier:
         assert self.vocab is not None and self.tokenizer_config is not None
         if self._tokenizer is None:
             self._tokenizer = get_tokenizer(self.tokenizer_config, self.spm_model)
-        docs = [self.vocab.numericalize(self._tokenizer(t)) for t in texts]
-        if self.config.classifier.backwards:
-            docs = [d[::-1].copy() for d in docs]
-        return docs
+        c = self.config.classifier
+        return token_ids(self._tokenizer, self.vocab, texts, c.n_workers, c.backwards)
 
     @property
     def device(self) -> torch.device:
@@ -496,12 +487,7 @@ class MultiTaskClassifier:
             encoder=enc_cfg,
         )
         model = MultiHeadModel(model_cfg)
-        enc_state = {
-            k[len("encoder.") :]: v
-            for k, v in lm.model.state_dict().items()
-            if k.startswith("encoder.")
-        }
-        model.encoder.load_state_dict(enc_state)
+        load_encoder(model, lm.model)
         self.model = model.to(device)
 
         docs = self.numericalize(texts)
@@ -560,41 +546,8 @@ class MultiTaskClassifier:
             return out
 
         task = MultiTaskTask(model, batches, targets, losses, weights, cfg, evaluate)
-        best: dict[str, Any] = {"score": None, "state": None, "bad": 0}
-
-        def on_epoch_end(row: dict[str, Any]) -> bool:
-            self.history.append(row)
-            if valid_b is None:
-                return False
-            if best["score"] is None or row["valid_score"] > best["score"]:
-                best.update(score=row["valid_score"], state=copy.deepcopy(model.state_dict()))
-                best["bad"] = 0
-            else:
-                best["bad"] += 1
-            return bool(ccfg.early_stopping and best["bad"] >= ccfg.early_stopping)
-
-        steps_per_epoch = -(-task.n_batches(0) // ccfg.train.grad_accum)
-        stages = stretch_stages(ccfg.stages, steps_per_epoch, ccfg.min_steps)
-        for i, stage in enumerate(stages):
-            n_groups = len(model.layer_groups())
-            trainable = n_groups if stage.groups <= 0 else min(stage.groups, n_groups)
-            log.info(
-                "stage %d: top %d of %d groups, %d epoch(s)", i, trainable, n_groups, stage.epochs
-            )
-            state = fit(
-                task,
-                ccfg.train.replace(epochs=stage.epochs, lr=stage.lr),
-                Path(log_dir) / f"stage{i}" if log_dir else None,
-                trainable_groups=trainable,
-                save_checkpoints=False,
-                on_epoch_end=on_epoch_end,
-            )
-            for p in model.parameters():
-                p.requires_grad_(True)
-            if (ccfg.early_stopping and best["bad"] >= ccfg.early_stopping) or not state.finished:
-                break
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
+        score_of = (lambda row: (row["valid_score"],)) if valid_b is not None else None
+        train_in_stages(task, model, ccfg, log_dir, self.history, score_of, "valid_score")
         if valid_b is not None:
             distributed.broadcast_buffers(model)
             probs = self._scores(valid_b, raw=False)
@@ -674,19 +627,27 @@ class MultiTaskClassifier:
         return out
 
     def evaluate(
-        self, texts: Sequence[str], labels: Mapping[str, Sequence[Any]], source: str = ""
+        self,
+        texts: Sequence[str],
+        labels: Mapping[str, Sequence[Any]],
+        source: str = "",
+        lines: Sequence[int] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Each head's metrics on the texts it has labels for (None: not labelled)."""
-        probs = self.predict_proba(texts)
-        out = {}
+        """Each head's metrics on the texts it has labels for (None: not labelled).
+        ``source`` and ``lines`` (each text's line there) name a bad label's place; the
+        labels are checked before the model runs."""
+        targets = {}
         for n, ys in labels.items():
             if n not in self.heads:
                 raise ValueError(f"no head {n!r} (heads: {', '.join(self.heads)})")
             rows = [i for i, y in enumerate(ys) if y is not None]
-            if not rows:
-                continue
-            lines = [i + 1 for i in rows]
-            y = self.labels[n].encode([ys[i] for i in rows], rows=lines, source=source)
+            where = [lines[i] if lines is not None else i + 1 for i in rows]
+            if rows:
+                y = self.labels[n].encode([ys[i] for i in rows], rows=where, source=source)
+                targets[n] = (rows, y)
+        probs = self.predict_proba(texts)
+        out = {}
+        for n, (rows, y) in targets.items():
             t = self.thresholds.get(n)
             out[n] = self.heads[n].metrics(y, probs[n][rows], t if self.heads[n].tuned else None)
         return out

@@ -453,7 +453,7 @@ def run_multitask_pipeline(cfg: PipelineConfig, skip_lm_finetuning: bool = False
     report["test"], report["baseline"] = {}, {}
     for name, rows in test.items():
         t0 = time.perf_counter()
-        metrics = clf.evaluate(rows.texts, {name: rows.labels}, source=str(rows.source))[name]
+        metrics = clf.evaluate(rows.texts, {name: rows.labels}, str(rows.source), rows.rows)[name]
         times[f"test_inference_s_{name}"] = time.perf_counter() - t0
         head = clf.heads[name]
         head.plot(metrics, out / f"evaluation_{name}.png")

@@ -370,6 +370,7 @@ def _evaluate_multitask(
         )
     labels: dict[str, list[Any]] = {}
     texts: list[str] = []
+    lines: list[int] = []
     for name, column in columns.items():
         kind = mt.heads[name].task
         rows = read_labelled(
@@ -380,14 +381,10 @@ def _evaluate_multitask(
             label_sep=label_sep,
             require_labels=False,  # a row without this head's label is left out of it
         )
-        given = [
-            (r, y) for r, y in zip(rows.rows, rows.labels or [], strict=True) if y not in ("", [])
-        ]
-        mt.labels[name].encode([y for _, y in given], rows=[r for r, _ in given], source=str(data))
-        texts = rows.texts
+        texts, lines = rows.texts, rows.rows
         labels[name] = [None if y in ("", []) else y for y in rows.labels or []]
-    with num_threads(threads):
-        metrics = mt.evaluate(texts, labels, source=str(data))
+    with num_threads(threads):  # a bad label fails before the model runs, naming its line
+        metrics = mt.evaluate(texts, labels, source=str(data), lines=lines)
     tables = []
     for name, m in metrics.items():
         kind = mt.heads[name].task
