@@ -15,15 +15,15 @@ import torch
 from torch import Tensor, nn
 
 import ulmfit.tasks.classify as classify_mod
-from ulmfit.checkpoint import OutputExistsError, write_dir_atomically
+from tiny_classifier import write_toy_lm  # type: ignore[import-not-found]
+from ulmfit.checkpoint import OutputExistsError
 from ulmfit.cli.main import main
 from ulmfit.data.classification import read_labelled
 from ulmfit.data.lm import LMDataConfig
 from ulmfit.data.prepare import CorpusConfig
 from ulmfit.inference import num_threads
-from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.models.awd_lstm import AWDLSTMConfig
 from ulmfit.models.classifier import CLASSIFIER_DROPOUTS
-from ulmfit.models.io import write_lm_files
 from ulmfit.tasks.classify import (
     ClassifierTask,
     ClassifierTrainConfig,
@@ -41,8 +41,6 @@ from ulmfit.tasks.pipeline import (
 )
 from ulmfit.tasks.train_lm import LMStageConfig
 from ulmfit.text.readers import CorpusError
-from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
-from ulmfit.text.vocab import Vocab
 from ulmfit.training.config import TrainConfig
 
 QUICK = TrainConfig(progress=False, log_every=10)
@@ -62,13 +60,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 2-layer LM over a toy vocabulary: fit() mechanics in about a second."""
-    torch.manual_seed(0)
-    vocab = Vocab([*SPECIAL_TOKENS, *FILLER, "good", "bad"])
-    lm = AWDLSTMLanguageModel(
-        AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=24, n_layers=2)
-    )
-    out = tmp_path_factory.mktemp("tiny_lm") / "lm"
-    return write_dir_atomically(out, lambda d: write_lm_files(d, lm, vocab, TokenizerConfig()))
+    return write_toy_lm(tmp_path_factory.mktemp("tiny_lm") / "lm", [*FILLER, "good", "bad"])
 
 
 def good_bad(n: int, seed: int, multilabel: bool = False) -> tuple[list[str], list[Any]]:

@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from ulmfit.checkpoint import write_dir_atomically
+from tiny_classifier import write_toy_lm  # type: ignore[import-not-found]
 from ulmfit.cli.main import main
 from ulmfit.data.classification import read_labelled
 from ulmfit.data.taxonomy import HierarchicalLabels, Taxonomy, TaxonomyError
 from ulmfit.inference import num_threads
-from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.classifier import LabelGraphLinear
-from ulmfit.models.io import write_lm_files
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, UnfreezeStage
 from ulmfit.tasks.heads import (
     HierarchyConfig,
@@ -28,8 +26,6 @@ from ulmfit.tasks.heads import (
     make_head,
     node_parents,
 )
-from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
-from ulmfit.text.vocab import Vocab
 from ulmfit.training.config import TrainConfig
 
 FILLER = ["the", "a", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "very"]
@@ -47,13 +43,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def toy_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 2-layer LM over the toy vocabulary."""
-    torch.manual_seed(0)
-    vocab = Vocab([*SPECIAL_TOKENS, *FILLER, *KEYS])
-    lm = AWDLSTMLanguageModel(
-        AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=24, n_layers=2)
-    )
-    out = tmp_path_factory.mktemp("toy_lm") / "lm"
-    return write_dir_atomically(out, lambda d: write_lm_files(d, lm, vocab, TokenizerConfig()))
+    return write_toy_lm(tmp_path_factory.mktemp("toy_lm") / "lm", [*FILLER, *KEYS])
 
 
 def keyword_docs(n: int, seed: int, two: bool = False) -> tuple[list[str], list[Any]]:

@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from ulmfit.checkpoint import write_dir_atomically
+from tiny_classifier import write_toy_lm  # type: ignore[import-not-found]
 from ulmfit.inference import num_threads
-from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
-from ulmfit.models.io import write_lm_files
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier, UnfreezeStage
 from ulmfit.tasks.heads import regression_metrics
 from ulmfit.tasks.multitask import (
@@ -26,8 +24,6 @@ from ulmfit.tasks.multitask import (
     masked_loss,
     task_order,
 )
-from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
-from ulmfit.text.vocab import Vocab
 from ulmfit.training.config import TrainConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -43,13 +39,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def toy_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    vocab = Vocab([*SPECIAL_TOKENS, *FILLER, *KEYS])
-    lm = AWDLSTMLanguageModel(
-        AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=24, n_layers=2)
-    )
-    out = tmp_path_factory.mktemp("toy_lm") / "lm"
-    return write_dir_atomically(out, lambda d: write_lm_files(d, lm, vocab, TokenizerConfig()))
+    return write_toy_lm(tmp_path_factory.mktemp("toy_lm") / "lm", [*FILLER, *KEYS])
 
 
 def toy(n: int, seed: int) -> tuple[list[str], dict[str, list[Any]]]:

@@ -3,15 +3,19 @@ inside, and the label says which keyword. Trained in a few seconds, no LM needed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ulmfit.checkpoint import write_dir_atomically
 from ulmfit.data.classification import ClassificationBatches, LabelEncoder, TaskKind
-from ulmfit.models.awd_lstm import AWDLSTMConfig
+from ulmfit.models.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.models.classifier import ClassifierConfig, TextClassifierModel
+from ulmfit.models.io import write_lm_files
 from ulmfit.tasks.classify import ClassifierTrainConfig, TextClassifier
 from ulmfit.text.tokenize import SPECIAL_TOKENS, TokenizerConfig
 from ulmfit.text.vocab import Vocab
@@ -86,3 +90,14 @@ def train_tiny(max_len: int = 24, epochs: int = 8, task: TaskKind = "multiclass"
             opt.step()
     model.eval()
     return clf
+
+
+def write_toy_lm(out: Path, words: Sequence[str]) -> Path:
+    """An untrained 2-layer LM (16/24) over ``words``, written to ``out``: stage 3's
+    mechanics from a language-model directory in about a second."""
+    torch.manual_seed(0)
+    vocab = Vocab([*SPECIAL_TOKENS, *words])
+    lm = AWDLSTMLanguageModel(
+        AWDLSTMConfig(vocab_size=len(vocab), emb_size=16, hidden_size=24, n_layers=2)
+    )
+    return write_dir_atomically(out, lambda d: write_lm_files(d, lm, vocab, TokenizerConfig()))
